@@ -1,0 +1,83 @@
+# ferry A/B boot script for QEMU arm64 `virt` (U-Boot 2023.01, hush).
+# Build: mkimage -A arm64 -T script -C none -d boot.cmd boot.scr
+#
+# Disk (GPT, virtio 0): 1 boot (FAT: boot.scr, uboot.env), 2 kernel_a, 3 rootfs_a,
+# 4 k3s_a, 5 kernel_b, 6 rootfs_b, 7 k3s_b, 8 data.
+# Boot state: file uboot.env on partition 1, 0x40000 bytes (CRC32 LE + NUL-separated
+# vars, no flag byte), shared with ferry / fw_setenv. Variables:
+#   BOOT_ORDER   bootable slots, preferred first ("A", "A B", "B A", ...)
+#   FERRY_TRIAL  "" or the slot under trial ("A"/"B")
+#   BOOT_A_LEFT, BOOT_B_LEFT  remaining tries of a trial slot (0-9; U-Boot reads hex)
+# A trial slot costs one try per boot (written back before booting) and is skipped
+# at 0. A committed (non-trial) slot is booted without touching any counter.
+# If a slot's kernel/initrd fails to load, the next slot in BOOT_ORDER is tried.
+# Hush quirk: no single quotes inside "...": they stop ${var} expansion there.
+
+# Scratch RAM for the env file: above ramdisk_addr_r + 64 MiB, below U-Boot.
+setenv ferry_envaddr 0x4c000000
+setenv ferry_vars "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT FERRY_TRIAL"
+setenv BOOT_A_LEFT
+setenv BOOT_B_LEFT
+setenv FERRY_TRIAL
+setenv BOOT_ORDER
+
+if fatload virtio 0:1 ${ferry_envaddr} uboot.env && env import -c ${ferry_envaddr} ${filesize} ${ferry_vars}; then
+  echo "ferry: uboot.env: BOOT_ORDER=${BOOT_ORDER} FERRY_TRIAL=${FERRY_TRIAL} BOOT_A_LEFT=${BOOT_A_LEFT} BOOT_B_LEFT=${BOOT_B_LEFT}"
+else
+  echo "ferry: uboot.env missing or bad CRC: using BOOT_ORDER=A, no trial"
+  setenv BOOT_ORDER A
+  setenv FERRY_TRIAL
+fi
+
+for S in ${BOOT_ORDER}; do
+  setenv ferry_go 0
+  if test "${S}" = A; then
+    setenv ferry_left ${BOOT_A_LEFT}
+    setenv ferry_kpart 2
+    setenv ferry_rpart 3
+    setenv ferry_slot a
+  elif test "${S}" = B; then
+    setenv ferry_left ${BOOT_B_LEFT}
+    setenv ferry_kpart 5
+    setenv ferry_rpart 6
+    setenv ferry_slot b
+  else
+    echo "ferry: ignoring unknown slot ${S} in BOOT_ORDER"
+    setenv ferry_slot
+  fi
+
+  if test -n "${ferry_slot}"; then
+    if test "${S}" != "${FERRY_TRIAL}"; then
+      # committed slot: never depends on (or touches) a counter
+      setenv ferry_go 1
+    elif test -z "${ferry_left}"; then
+      echo "ferry: trial slot ${S}: no tries left (counter unset), skipping"
+    elif itest ${ferry_left} -gt 0; then
+      setexpr ferry_left ${ferry_left} - 1
+      setenv BOOT_${S}_LEFT ${ferry_left}
+      # persist the decrement BEFORE booting; no -s (CRC must cover 0x40000 bytes)
+      if env export -c ${ferry_envaddr} ${ferry_vars} && fatwrite virtio 0:1 ${ferry_envaddr} uboot.env ${filesize}; then
+        echo "ferry: trial slot ${S}: ${ferry_left} tries left after this one"
+        setenv ferry_go 1
+      else
+        echo "ferry: trial slot ${S}: cannot write uboot.env, skipping"
+      fi
+    else
+      echo "ferry: trial slot ${S}: no tries left, skipping"
+    fi
+  fi
+
+  if test "${ferry_go}" = 1; then
+    echo "ferry: booting slot ${S}"
+    if ext4load virtio 0:${ferry_kpart} ${kernel_addr_r} /Image; then
+      if ext4load virtio 0:${ferry_kpart} ${ramdisk_addr_r} /initrd.img; then
+        setenv bootargs "console=ttyAMA0 panic=3 ferry.slot=${ferry_slot} ferry.root=/dev/vda${ferry_rpart}"
+        booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdtcontroladdr}
+      fi
+    fi
+    echo "ferry: slot ${S} failed to load or boot, trying the next one"
+  fi
+done
+
+echo "ferry: FATAL: no bootable slot (BOOT_ORDER=${BOOT_ORDER} FERRY_TRIAL=${FERRY_TRIAL}), powering off"
+poweroff

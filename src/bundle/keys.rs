@@ -1,0 +1,219 @@
+//! ed25519 keys and the keyring: text key files, key ids, and the threshold
+//! signature check over exact manifest bytes. Parsing and checking are pure;
+//! reading a keyring directory is the one I/O helper, kept at the bottom.
+
+use std::path::Path;
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use sha2::{Digest as _, Sha256};
+
+use super::format::{hex, unhex, SignatureEntry};
+use crate::error::{BundleError, Error};
+
+const PUB_TAG: &str = "ferry-ed25519-public";
+const SECRET_TAG: &str = "ferry-ed25519-secret";
+
+/// First 8 bytes of SHA-256 over the public key.
+pub fn key_id(k: &VerifyingKey) -> [u8; 8] {
+    let d = Sha256::digest(k.as_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&d[..8]);
+    id
+}
+
+/// A public key with its name (for messages only; trust is by key bytes).
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    pub name: String,
+    pub key: VerifyingKey,
+}
+
+impl PublicKey {
+    pub fn id(&self) -> [u8; 8] {
+        key_id(&self.key)
+    }
+
+    /// One line: `ferry-ed25519-public <64 hex> <name>`.
+    pub fn encode(&self) -> String {
+        format!("{PUB_TAG} {} {}\n", hex(self.key.as_bytes()), self.name)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut it = text.split_whitespace();
+        if it.next() != Some(PUB_TAG) {
+            return Err(format!("not a ferry public key (expected {PUB_TAG})"));
+        }
+        let bytes = it.next().and_then(unhex::<32>).ok_or("key is not 64 hex digits")?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| "not a valid ed25519 point")?;
+        if key.is_weak() {
+            return Err("weak ed25519 key refused".into());
+        }
+        Ok(Self { name: it.next().unwrap_or("unnamed").to_string(), key })
+    }
+}
+
+/// A private signing key. Host-side only in practice; never logged.
+pub struct SecretKey {
+    pub name: String,
+    pub key: SigningKey,
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKey({})", self.name)
+    }
+}
+
+impl SecretKey {
+    pub fn from_seed(name: &str, seed: [u8; 32]) -> Self {
+        Self { name: name.to_string(), key: SigningKey::from_bytes(&seed) }
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey { name: self.name.clone(), key: self.key.verifying_key() }
+    }
+
+    pub fn encode(&self) -> String {
+        format!("{SECRET_TAG} {} {}\n", hex(self.key.as_bytes()), self.name)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut it = text.split_whitespace();
+        if it.next() != Some(SECRET_TAG) {
+            return Err(format!("not a ferry secret key (expected {SECRET_TAG})"));
+        }
+        let seed = it.next().and_then(unhex::<32>).ok_or("seed is not 64 hex digits")?;
+        Ok(Self::from_seed(it.next().unwrap_or("unnamed"), seed))
+    }
+
+    pub fn sign(&self, msg: &[u8]) -> SignatureEntry {
+        SignatureEntry {
+            key_id: key_id(&self.key.verifying_key()),
+            signature: self.key.sign(msg).to_bytes(),
+        }
+    }
+}
+
+/// The set of trusted public keys and how many distinct ones must sign.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    keys: Vec<PublicKey>,
+    pub threshold: usize,
+}
+
+impl Keyring {
+    pub fn new(keys: Vec<PublicKey>, threshold: usize) -> Self {
+        let mut uniq: Vec<PublicKey> = Vec::new();
+        for k in keys {
+            if !uniq.iter().any(|u| u.key == k.key) {
+                uniq.push(k);
+            }
+        }
+        Self { keys: uniq, threshold: threshold.max(1) }
+    }
+
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+
+    /// Check the signatures over `msg`. Returns the ids of the distinct trusted
+    /// keys whose signatures verified. Signatures by unknown keys are ignored
+    /// (a removed key is a revoked key); a bad signature by a trusted key is
+    /// an error, since it means the bytes were altered.
+    pub fn verify(&self, msg: &[u8], sigs: &[SignatureEntry]) -> Result<Vec<[u8; 8]>, BundleError> {
+        let mut ok: Vec<[u8; 8]> = Vec::new();
+        for s in sigs {
+            let Some(k) = self.keys.iter().find(|k| k.id() == s.key_id) else {
+                continue;
+            };
+            let sig = Signature::from_bytes(&s.signature);
+            k.key
+                .verify_strict(msg, &sig)
+                .map_err(|_| BundleError::BadSignature { key_id: hex(&s.key_id) })?;
+            if !ok.contains(&s.key_id) {
+                ok.push(s.key_id);
+            }
+        }
+        if ok.len() < self.threshold {
+            return Err(BundleError::NotEnoughSignatures { valid: ok.len(), required: self.threshold });
+        }
+        Ok(ok)
+    }
+
+    /// Load public keys from files and from `*.pub` files in directories.
+    pub fn load(files: &[impl AsRef<Path>], dirs: &[impl AsRef<Path>], threshold: usize) -> Result<Self, Error> {
+        let mut keys = Vec::new();
+        for f in files {
+            keys.push(read_public(f.as_ref())?);
+        }
+        for d in dirs {
+            let d = d.as_ref();
+            let rd = std::fs::read_dir(d).map_err(|e| Error::io("read keyring", d, e))?;
+            let mut paths: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for p in paths.iter().filter(|p| p.extension().is_some_and(|x| x == "pub")) {
+                keys.push(read_public(p)?);
+            }
+        }
+        if keys.is_empty() {
+            return Err(Error::Usage("no trusted public keys given (--key or --keyring)".into()));
+        }
+        Ok(Self::new(keys, threshold))
+    }
+}
+
+pub fn read_public(path: &Path) -> Result<PublicKey, Error> {
+    let text = read_small(path)?;
+    PublicKey::parse(&text).map_err(|detail| Error::Key { path: path.into(), detail })
+}
+
+pub fn read_secret(path: &Path) -> Result<SecretKey, Error> {
+    let text = read_small(path)?;
+    SecretKey::parse(&text).map_err(|detail| Error::Key { path: path.into(), detail })
+}
+
+fn read_small(path: &Path) -> Result<String, Error> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(path).map_err(|e| Error::io("open key", path, e))?;
+    let mut s = String::new();
+    f.take(4096).read_to_string(&mut s).map_err(|e| Error::io("read key", path, e))?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_seed(&format!("k{n}"), [n; 32])
+    }
+
+    #[test]
+    fn key_files_round_trip() {
+        let k = key(1);
+        let p = PublicKey::parse(&k.public().encode()).unwrap();
+        assert_eq!(p.key, k.public().key);
+        assert_eq!(p.name, "k1");
+        let s = SecretKey::parse(&k.encode()).unwrap();
+        assert_eq!(s.key.to_bytes(), k.key.to_bytes());
+        assert!(PublicKey::parse(&k.encode()).is_err());
+        assert!(PublicKey::parse("ferry-ed25519-public zz").is_err());
+    }
+
+    #[test]
+    fn threshold_counts_distinct_trusted_keys() {
+        let (a, b, c) = (key(1), key(2), key(3));
+        let msg = b"manifest";
+        let ring = Keyring::new(vec![a.public(), b.public()], 2);
+        // two signatures by the same key count once
+        let same = [a.sign(msg), a.sign(msg)];
+        assert!(matches!(ring.verify(msg, &same), Err(BundleError::NotEnoughSignatures { valid: 1, required: 2 })));
+        // an untrusted signer does not count
+        let untrusted = [a.sign(msg), c.sign(msg)];
+        assert!(matches!(ring.verify(msg, &untrusted), Err(BundleError::NotEnoughSignatures { valid: 1, .. })));
+        assert_eq!(ring.verify(msg, &[a.sign(msg), b.sign(msg)]).unwrap().len(), 2);
+        // a trusted signature over other bytes is tampering
+        let wrong = [a.sign(b"other"), b.sign(msg)];
+        assert!(matches!(ring.verify(msg, &wrong), Err(BundleError::BadSignature { .. })));
+    }
+}

@@ -1,0 +1,131 @@
+//! `ferry bundle create | verify | inspect`.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use crate::bundle::format::hex;
+use crate::bundle::reader::{self, DigestSink};
+use crate::bundle::Keyring;
+use crate::error::Error;
+
+fn open_file(path: &Path) -> Result<BufReader<File>, Error> {
+    let f = File::open(path).map_err(|e| Error::io("open bundle", path, e))?;
+    Ok(BufReader::with_capacity(256 << 10, f))
+}
+
+pub fn verify(path: &Path, keys: &[PathBuf], keyrings: &[PathBuf], threshold: usize, quiet: bool) -> Result<(), Error> {
+    let ring = Keyring::load(keys, keyrings, threshold)?;
+    let mut sink = DigestSink::default();
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let bar = super::progress::bar(len, "verify", quiet);
+    if let Some(b) = bar.clone() {
+        sink.progress = Some(Box::new(move |n| b.inc(n)));
+    }
+    let b = reader::verify(open_file(path)?, &ring, &mut sink)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let signers: Vec<String> = b.signers.iter().map(|k| hex(k)).collect();
+    println!(
+        "ok: {} {} for {}, {} payloads, {} bytes installed, signed by {}",
+        path.display(),
+        b.manifest.version,
+        b.manifest.compatible,
+        b.manifest.payloads.len(),
+        sink.bytes,
+        signers.join(",")
+    );
+    Ok(())
+}
+
+pub fn inspect(path: &Path, json: bool) -> Result<(), Error> {
+    let b = reader::open(&mut open_file(path)?, None)?;
+    let m = &b.manifest;
+    if json {
+        let v = serde_json::json!({
+            "manifest_sha256": b.manifest_digest.to_string(),
+            "signatures": b.signature_ids.iter().map(|k| hex(k)).collect::<Vec<_>>(),
+            "bundle_size": b.total_len(),
+            "manifest": m,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    println!("bundle     {}", path.display());
+    println!("format     {}", b.header.format);
+    println!("version    {}", m.version);
+    println!("compatible {}", m.compatible);
+    if let Some(v) = &m.min_installed_version {
+        println!("min-installed {v}");
+    }
+    println!("created    {}", m.created);
+    println!("manifest   sha256:{}", b.manifest_digest);
+    println!("signatures {}", b.signature_ids.iter().map(|k| hex(k)).collect::<Vec<_>>().join(" "));
+    println!("chunk-size {}", m.chunk_size);
+    for p in &m.payloads {
+        println!(
+            "payload    {:<10} target={:<8} {} -> {} bytes, {} chunks, installed sha256:{}",
+            p.name,
+            p.target,
+            p.size,
+            p.installed_size,
+            p.chunks.len(),
+            p.installed_sha256
+        );
+    }
+    println!("unverified: use `ferry bundle verify` to check signatures and payloads");
+    Ok(())
+}
+
+#[cfg(feature = "host")]
+pub struct CreateArgs {
+    pub board: String,
+    pub version: String,
+    pub min_installed: Option<String>,
+    pub payloads: Vec<crate::bundle::writer::Input>,
+    pub keys: Vec<PathBuf>,
+    pub output: PathBuf,
+    pub chunk_size: u32,
+    pub level: i32,
+    pub created: Option<u64>,
+}
+
+#[cfg(feature = "host")]
+pub fn create(a: CreateArgs, quiet: bool) -> Result<(), Error> {
+    use crate::bundle::writer;
+    let version = semver::Version::parse(&a.version)
+        .map_err(|e| Error::Usage(format!("--version {:?} is not semver: {e}", a.version)))?;
+    let min_installed_version = a
+        .min_installed
+        .as_deref()
+        .map(semver::Version::parse)
+        .transpose()
+        .map_err(|e| Error::Usage(format!("--min-installed-version is not semver: {e}")))?;
+    let keys = a.keys.iter().map(|k| crate::bundle::keys::read_secret(k)).collect::<Result<Vec<_>, _>>()?;
+    let total: u64 = a.payloads.iter().filter_map(|p| std::fs::metadata(&p.path).ok()).map(|m| m.len()).sum();
+    let created = a.created.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    });
+    let opts = writer::Options {
+        compatible: a.board,
+        version,
+        min_installed_version,
+        created,
+        chunk_size: a.chunk_size,
+        level: a.level,
+    };
+    let bar = super::progress::bar(total, "compress", quiet);
+    let mut tick = |n: u64| {
+        if let Some(b) = &bar {
+            b.inc(n)
+        }
+    };
+    let m = writer::create(&a.payloads, &opts, &keys, &a.output, &mut tick)?;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    println!("{}: {} for {}, {} payloads, {} bytes", a.output.display(), m.version, m.compatible, m.payloads.len(), size);
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! Command-line interface: argument definitions and dispatch. One file per
+//! command group; each returns the process exit code or an error.
+
+mod bundle;
+#[cfg(feature = "host")]
+mod image;
+mod key;
+mod progress;
+mod slots;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+
+#[derive(Parser, Debug)]
+#[command(name = "ferry", version, about = "A/B updates for k3s boards: signed streaming bundles, trial boots, automatic rollback")]
+struct Cli {
+    /// Device configuration file.
+    #[arg(long, global = true, default_value = crate::io::config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Signing keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Build, verify and inspect bundles.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// Show slots, versions, boot state and the last result.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a bundle file into the inactive slot and arm a trial boot.
+    Install {
+        file: PathBuf,
+        /// Do not reboot after arming the trial boot.
+        #[arg(long)]
+        no_reboot: bool,
+    },
+    /// Commit the trial slot we booted into.
+    MarkGood,
+    /// Reject the trial slot and reboot into the previous one.
+    MarkBad,
+    /// Abandon the pending or trial update and go back to the committed slot.
+    Rollback,
+    /// Disk images.
+    #[cfg(feature = "host")]
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCmd {
+    /// Create NAME.key (private, 0600) and NAME.pub.
+    Generate {
+        name: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct TrustArgs {
+    /// Trusted public key file (repeatable).
+    #[arg(long = "key")]
+    keys: Vec<PathBuf>,
+    /// Directory of trusted *.pub files (repeatable).
+    #[arg(long)]
+    keyring: Vec<PathBuf>,
+    /// Distinct trusted signatures required.
+    #[arg(long, default_value_t = 1)]
+    threshold: usize,
+}
+
+#[derive(Subcommand, Debug)]
+enum BundleCmd {
+    /// Build and sign a bundle.
+    #[cfg(feature = "host")]
+    Create {
+        #[arg(long)]
+        board: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        #[arg(long)]
+        rootfs: Option<PathBuf>,
+        #[arg(long)]
+        k3s: Option<PathBuf>,
+        /// Extra payload NAME:TARGET:FILE (repeatable).
+        #[arg(long = "payload")]
+        extra: Vec<String>,
+        /// Secret key (repeatable: several signatures).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Devices running an older version must not take this bundle.
+        #[arg(long)]
+        min_installed_version: Option<String>,
+        /// Uncompressed bytes per chunk (power of two, 64 KiB..16 MiB).
+        #[arg(long, default_value_t = 1 << 20)]
+        chunk_size: u32,
+        /// zstd level.
+        #[arg(long, default_value_t = 9)]
+        level: i32,
+        /// Creation time (Unix seconds) for reproducible bundles.
+        #[arg(long, env = "SOURCE_DATE_EPOCH")]
+        created: Option<u64>,
+    },
+    /// Check signatures and every payload digest; exit 0 only if all hold.
+    Verify {
+        file: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Show the manifest (unverified).
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(feature = "host")]
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Build a bootable disk image with slot A installed from a bundle.
+    Build {
+        #[arg(long)]
+        board: String,
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long, short)]
+        output: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Also write the initial device record into this directory.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+/// Parse `args` and run. Returns the exit code on success.
+pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    let quiet = cli.quiet;
+    match cli.cmd {
+        Cmd::Key(KeyCmd::Generate { name, dir }) => key::generate(&name, &dir).map(|_| 0),
+        #[cfg(feature = "host")]
+        Cmd::Bundle(BundleCmd::Create {
+            board,
+            version,
+            kernel,
+            rootfs,
+            k3s,
+            extra,
+            keys,
+            output,
+            min_installed_version,
+            chunk_size,
+            level,
+            created,
+        }) => {
+            use crate::bundle::writer::Input;
+            let mut payloads = Vec::new();
+            for (name, f) in [("kernel", kernel), ("rootfs", rootfs), ("k3s", k3s)] {
+                if let Some(path) = f {
+                    payloads.push(Input { name: name.into(), target: name.into(), path });
+                }
+            }
+            for e in extra {
+                let mut it = e.splitn(3, ':');
+                match (it.next(), it.next(), it.next()) {
+                    (Some(n), Some(t), Some(p)) => payloads.push(Input { name: n.into(), target: t.into(), path: p.into() }),
+                    _ => return Err(Error::Usage(format!("--payload {e:?}: expected NAME:TARGET:FILE"))),
+                }
+            }
+            if payloads.is_empty() {
+                return Err(Error::Usage("no payloads: give --kernel, --rootfs, --k3s or --payload".into()));
+            }
+            bundle::create(
+                bundle::CreateArgs { board, version, min_installed: min_installed_version, payloads, keys, output, chunk_size, level, created },
+                quiet,
+            )
+            .map(|_| 0)
+        }
+        Cmd::Bundle(BundleCmd::Verify { file, trust }) => {
+            bundle::verify(&file, &trust.keys, &trust.keyring, trust.threshold, quiet).map(|_| 0)
+        }
+        Cmd::Bundle(BundleCmd::Inspect { file, json }) => bundle::inspect(&file, json).map(|_| 0),
+        Cmd::Status { json } => slots::status(&cli.config, json).map(|_| 0),
+        Cmd::Install { file, no_reboot } => slots::install(&cli.config, &file, no_reboot, quiet).map(|_| 0),
+        Cmd::MarkGood => slots::event(&cli.config, crate::update::machine::Event::MarkGood).map(|_| 0),
+        Cmd::MarkBad => slots::event(&cli.config, crate::update::machine::Event::MarkBad).map(|_| 0),
+        Cmd::Rollback => slots::event(&cli.config, crate::update::machine::Event::Rollback).map(|_| 0),
+        #[cfg(feature = "host")]
+        Cmd::Image(ImageCmd::Build { board, bundle, output, trust, state_dir }) => {
+            image::build(&board, &bundle, &output, &trust.keys, &trust.keyring, trust.threshold, state_dir.as_deref(), quiet).map(|_| 0)
+        }
+    }
+}

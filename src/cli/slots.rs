@@ -1,0 +1,118 @@
+//! `ferry status | install | mark-good | mark-bad | rollback`.
+
+use std::path::Path;
+
+use crate::board::Slot;
+use crate::bundle::format::hex;
+use crate::bundle::Keyring;
+use crate::error::Error;
+use crate::io::config::Config;
+use crate::io::install;
+use crate::io::node::Node;
+use crate::update::machine::Event;
+use crate::update::persist::outcome_parts;
+
+fn keyring(cfg: &Config) -> Result<Keyring, Error> {
+    Keyring::load(&[] as &[&Path], &[&cfg.keyring], cfg.threshold)
+}
+
+pub fn status(config: &Path, json: bool) -> Result<(), Error> {
+    let cfg = Config::load(config)?;
+    let mut node = Node::open(cfg, false)?;
+    let boot = node.boot.load()?;
+    let d = &node.dev;
+    let slot_json = |s: Slot| {
+        let i = &d.slots[s.index()];
+        serde_json::json!({
+            "status": i.status.as_str(),
+            "version": i.release.as_ref().map(|r| r.version.to_string()),
+            "bundle": i.release.as_ref().map(|r| r.digest.to_string()),
+            "boot_attempts_left": boot.left[s.index()],
+            "bootable": boot.order.contains(&s),
+        })
+    };
+    let last = d.last.as_ref().map(|o| {
+        let (kind, slot, version, reason) = outcome_parts(o);
+        serde_json::json!({"result": kind, "slot": slot.to_string(), "version": version.map(|v| v.to_string()), "error": reason})
+    });
+    let v = serde_json::json!({
+        "board": node.board.name,
+        "booted": node.booted.to_string(),
+        "state": d.state.name(),
+        "state_detail": d.state.to_string(),
+        "slots": {"a": slot_json(Slot::A), "b": slot_json(Slot::B)},
+        "boot": {
+            "order": boot.order.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "trial": boot.trial.map(|s| s.to_string()),
+            "next": boot.next_boot().map(|s| s.to_string()),
+        },
+        "rollback_floor": d.floor.as_ref().map(|v| v.to_string()),
+        "resume": d.resume,
+        "last": last,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    println!("board    {}", node.board.name);
+    println!("booted   slot {}", node.booted);
+    println!("state    {}", d.state);
+    for s in [Slot::A, Slot::B] {
+        let i = &d.slots[s.index()];
+        let rel = i.release.as_ref().map(|r| format!("{} (bundle {})", r.version, &hex(&r.digest.0)[..16])).unwrap_or_else(|| "-".into());
+        println!(
+            "slot {s}   {:<10} {rel}{}{}",
+            i.status.as_str(),
+            if boot.order.contains(&s) { "" } else { ", not bootable" },
+            if boot.trial == Some(s) { format!(", trial: {} boot attempts left", boot.left[s.index()]) } else { String::new() },
+        );
+    }
+    let order: Vec<String> = boot.order.iter().map(|s| s.to_string()).collect();
+    println!("boot     order [{}], next boot: {}", order.join(" "), boot.next_boot().map(|s| s.to_string()).unwrap_or("none".into()));
+    if let Some(f) = &d.floor {
+        println!("floor    {f} (no older bundle is accepted)");
+    }
+    if let Some(o) = &d.last {
+        let (kind, slot, version, reason) = outcome_parts(o);
+        println!(
+            "last     {kind} (slot {slot}{}{})",
+            version.map(|v| format!(", {v}")).unwrap_or_default(),
+            reason.map(|r| format!(": {r}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Result<(), Error> {
+    let cfg = Config::load(config)?;
+    let ring = keyring(&cfg)?;
+    let mut node = Node::open(cfg, true)?;
+    let total = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let bar = super::progress::bar(total, "install", quiet);
+    let progress: Option<Box<dyn FnMut(u64)>> = bar.clone().map(|b| Box::new(move |n| b.inc(n)) as Box<dyn FnMut(u64)>);
+    let done = install::install_file(&mut node, file, &ring, progress)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    println!(
+        "installed {} into slot {}{}; trial boot armed",
+        done.version,
+        done.slot,
+        done.resumed_from.map(|p| format!(" (resumed at payload {} chunk {})", p.payload, p.chunk)).unwrap_or_default()
+    );
+    if !no_reboot {
+        node.reboot()?;
+    }
+    Ok(())
+}
+
+pub fn event(config: &Path, ev: Event) -> Result<(), Error> {
+    let cfg = Config::load(config)?;
+    let mut node = Node::open(cfg, true)?;
+    let acts = node.apply(ev)?;
+    println!("state: {}", node.dev.state);
+    if install::wants_reboot(&acts) {
+        node.reboot()?;
+    }
+    Ok(())
+}

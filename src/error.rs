@@ -1,0 +1,248 @@
+//! Error types, split by who is at fault: the bundle, its signatures, the board
+//! description, the device's storage, the update policy, or an illegal state
+//! transition. Every variant carries what a person needs to act on it; the
+//! binary maps each to a distinct exit code. No I/O or formatting side effects here.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A fault in a bundle's bytes: its framing, manifest, signatures or payloads.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// The first bytes are not a ferry bundle.
+    BadMagic,
+    /// The header names a format version this build does not read.
+    UnsupportedFormat(u32),
+    /// The reserved header field is not zero.
+    BadHeader(&'static str),
+    /// The declared manifest is larger than the hard limit.
+    ManifestTooLarge { len: u64, max: u64 },
+    /// The declared signature block is larger than the limit or malformed.
+    BadSignatureBlock(String),
+    /// The input ended before `what` was complete.
+    Truncated { what: String },
+    /// The manifest is not valid JSON of the expected shape, or fails a rule.
+    BadManifest(String),
+    /// The manifest requires a feature this build does not implement.
+    UnknownRequirement(String),
+    /// Fewer valid signatures from distinct trusted keys than required.
+    NotEnoughSignatures { valid: usize, required: usize },
+    /// A trusted key's signature does not verify over the manifest bytes.
+    BadSignature { key_id: String },
+    /// A compressed chunk's SHA-256 is not the one the manifest signs.
+    ChunkDigest { payload: String, chunk: usize },
+    /// A chunk does not decompress to exactly its declared size.
+    ChunkSize { payload: String, chunk: usize, detail: String },
+    /// zstd refused a chunk (corrupt data or a window over the limit).
+    Decompress { payload: String, chunk: usize, detail: String },
+    /// The digest of the installed (decompressed) bytes is wrong.
+    InstalledDigest { payload: String },
+    /// Bytes follow the last payload.
+    TrailingData,
+}
+
+impl fmt::Display for BundleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadMagic => write!(f, "not a ferry bundle (bad magic)"),
+            Self::UnsupportedFormat(v) => write!(f, "unsupported bundle format version {v}"),
+            Self::BadHeader(w) => write!(f, "bad bundle header: {w}"),
+            Self::ManifestTooLarge { len, max } => {
+                write!(f, "manifest of {len} bytes exceeds the limit of {max} bytes")
+            }
+            Self::BadSignatureBlock(w) => write!(f, "bad signature block: {w}"),
+            Self::Truncated { what } => write!(f, "bundle truncated in {what}"),
+            Self::BadManifest(w) => write!(f, "bad manifest: {w}"),
+            Self::UnknownRequirement(r) => {
+                write!(f, "bundle requires feature {r:?}, which this ferry does not support")
+            }
+            Self::NotEnoughSignatures { valid, required } => write!(
+                f,
+                "not enough trusted signatures: {valid} valid, {required} required"
+            ),
+            Self::BadSignature { key_id } => {
+                write!(f, "signature by trusted key {key_id} does not verify (manifest tampered)")
+            }
+            Self::ChunkDigest { payload, chunk } => {
+                write!(f, "payload {payload}: chunk {chunk} digest mismatch (corrupt or tampered)")
+            }
+            Self::ChunkSize { payload, chunk, detail } => {
+                write!(f, "payload {payload}: chunk {chunk} has the wrong size: {detail}")
+            }
+            Self::Decompress { payload, chunk, detail } => {
+                write!(f, "payload {payload}: chunk {chunk} does not decompress: {detail}")
+            }
+            Self::InstalledDigest { payload } => {
+                write!(f, "payload {payload}: installed digest mismatch")
+            }
+            Self::TrailingData => write!(f, "trailing data after the last payload"),
+        }
+    }
+}
+
+impl std::error::Error for BundleError {}
+
+/// A refusal by update policy: the bundle is genuine but not for this device now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyError {
+    WrongBoard { bundle: String, device: String },
+    Downgrade { bundle: String, floor: String },
+    TooOld { installed: String, required: String },
+    MissingTarget { target: String },
+    TooLarge { payload: String, size: u64, partition: String, capacity: u64 },
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WrongBoard { bundle, device } => {
+                write!(f, "bundle is for board {bundle:?}, this device is {device:?}")
+            }
+            Self::Downgrade { bundle, floor } => {
+                write!(f, "downgrade refused: bundle version {bundle} is below the rollback floor {floor}")
+            }
+            Self::TooOld { installed, required } => write!(
+                f,
+                "installed version {installed} is below the bundle's minimum installed version {required}"
+            ),
+            Self::MissingTarget { target } => {
+                write!(f, "board has no partition for payload target {target:?}")
+            }
+            Self::TooLarge { payload, size, partition, capacity } => write!(
+                f,
+                "payload {payload} ({size} bytes) does not fit partition {partition} ({capacity} bytes)"
+            ),
+        }
+    }
+}
+
+/// The top-level error of every ferry operation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    Bundle(BundleError),
+    Policy(PolicyError),
+    /// An I/O operation failed; `op` says which, `path` on what.
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    /// A key file is malformed, or a key operation was refused.
+    Key { path: PathBuf, detail: String },
+    /// A board or device configuration file is invalid.
+    Config { path: PathBuf, detail: String },
+    /// The bootloader's state could not be read or written.
+    Boot(String),
+    /// The persisted update state is corrupt or of an unknown version.
+    State(String),
+    /// The requested operation is not legal in the current update state.
+    InvalidTransition { state: String, event: String },
+    /// Read-back after writing found different bytes on the device.
+    ReadBack { partition: String },
+    /// A required external item is missing or a usage rule was broken.
+    Usage(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bundle(e) => e.fmt(f),
+            Self::Policy(e) => e.fmt(f),
+            Self::Io { op, path, source } => {
+                write!(f, "{op} {}: {}", path.display(), describe_io(source))
+            }
+            Self::Key { path, detail } => write!(f, "key {}: {detail}", path.display()),
+            Self::Config { path, detail } => write!(f, "config {}: {detail}", path.display()),
+            Self::Boot(d) => write!(f, "bootloader: {d}"),
+            Self::State(d) => write!(f, "update state: {d}"),
+            Self::InvalidTransition { state, event } => {
+                write!(f, "{event} is not allowed in state {state}")
+            }
+            Self::ReadBack { partition } => write!(
+                f,
+                "read-back of partition {partition} does not match what was written (storage fault)"
+            ),
+            Self::Usage(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+fn describe_io(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(28) => format!("no space left on device ({e})"),
+        Some(5) => format!("I/O error from the device ({e})"),
+        _ => e.to_string(),
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Bundle(e) => Some(e),
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<BundleError> for Error {
+    fn from(e: BundleError) -> Self {
+        Self::Bundle(e)
+    }
+}
+
+impl From<PolicyError> for Error {
+    fn from(e: PolicyError) -> Self {
+        Self::Policy(e)
+    }
+}
+
+impl Error {
+    /// Wrap an I/O error with the operation and path it concerned.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io { op, path: path.into(), source }
+    }
+
+    /// A distinct process exit code per failure class (documented in README).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Bundle(b) => match b {
+                BundleError::BadMagic => 10,
+                BundleError::UnsupportedFormat(_) => 11,
+                BundleError::BadHeader(_) => 12,
+                BundleError::ManifestTooLarge { .. } => 13,
+                BundleError::BadSignatureBlock(_) => 14,
+                BundleError::Truncated { .. } => 15,
+                BundleError::BadManifest(_) => 16,
+                BundleError::UnknownRequirement(_) => 17,
+                BundleError::NotEnoughSignatures { .. } => 18,
+                BundleError::BadSignature { .. } => 19,
+                BundleError::ChunkDigest { .. } => 20,
+                BundleError::ChunkSize { .. } => 21,
+                BundleError::Decompress { .. } => 22,
+                BundleError::InstalledDigest { .. } => 23,
+                BundleError::TrailingData => 24,
+            },
+            Self::Policy(p) => match p {
+                PolicyError::WrongBoard { .. } => 30,
+                PolicyError::Downgrade { .. } => 31,
+                PolicyError::TooOld { .. } => 32,
+                PolicyError::MissingTarget { .. } => 33,
+                PolicyError::TooLarge { .. } => 34,
+            },
+            Self::Io { source, .. } => match source.raw_os_error() {
+                Some(28) => 41,
+                Some(5) => 42,
+                _ => 40,
+            },
+            Self::ReadBack { .. } => 43,
+            Self::Key { .. } => 50,
+            Self::Config { .. } => 51,
+            Self::Boot(_) => 52,
+            Self::State(_) => 53,
+            Self::InvalidTransition { .. } => 54,
+            Self::Usage(_) => 2,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

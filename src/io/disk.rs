@@ -1,0 +1,166 @@
+//! A disk (block device or image file) with a GPT, and windows onto its
+//! partitions. All writes are positional (pwrite) inside a partition's range,
+//! so nothing outside the named partition can be touched by mistake.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::board::gpt;
+use crate::error::Error;
+
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub path: PathBuf,
+    file: Arc<File>,
+    parts: Vec<gpt::Entry>,
+}
+
+impl Disk {
+    pub fn open(path: &Path, writable: bool) -> Result<Disk, Error> {
+        let file = File::options().read(true).write(writable).open(path).map_err(|e| Error::io("open disk", path, e))?;
+        let mut primary = vec![0u8; (gpt::first_usable() * gpt::SECTOR) as usize];
+        file.read_exact_at(&mut primary, 0).map_err(|e| Error::io("read partition table", path, e))?;
+        let parts = gpt::parse(&primary).map_err(|d| Error::Config { path: path.into(), detail: d })?;
+        Ok(Disk { path: path.into(), file: Arc::new(file), parts })
+    }
+
+    pub fn partitions(&self) -> &[gpt::Entry] {
+        &self.parts
+    }
+
+    pub fn partition(&self, name: &str) -> Result<&gpt::Entry, Error> {
+        self.parts.iter().find(|p| p.name == name).ok_or_else(|| Error::Config {
+            path: self.path.clone(),
+            detail: format!("disk has no partition named {name:?}"),
+        })
+    }
+
+    pub fn window(&self, name: &str) -> Result<PartIo, Error> {
+        let p = self.partition(name)?;
+        Ok(PartIo { file: self.file.clone(), start: p.offset(), len: p.len(), pos: 0, name: name.to_string() })
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), Error> {
+        self.file.read_exact_at(buf, off).map_err(|e| Error::io("read", &self.path, e))
+    }
+
+    pub fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Error> {
+        self.file.write_all_at(buf, off).map_err(|e| Error::io("write", &self.path, e))
+    }
+
+    pub fn sync(&self) -> Result<(), Error> {
+        self.file.sync_data().map_err(|e| Error::io("sync", &self.path, e))
+    }
+}
+
+/// Read/Write/Seek confined to one partition (used by the FAT code).
+#[derive(Debug)]
+pub struct PartIo {
+    file: Arc<File>,
+    start: u64,
+    len: u64,
+    pos: u64,
+    pub name: String,
+}
+
+impl PartIo {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+impl Read for PartIo {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let k = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+        self.pos += k as u64;
+        Ok(k)
+    }
+}
+
+impl Write for PartIo {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        if n == 0 && !buf.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "write past the end of the partition"));
+        }
+        let k = self.file.write_at(&buf[..n], self.start + self.pos)?;
+        self.pos += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for PartIo {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(o) => Some(o),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match new {
+            Some(p) if p <= self.len => {
+                self.pos = p;
+                Ok(p)
+            }
+            _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek outside the partition")),
+        }
+    }
+}
+
+/// Read a whole file from a FAT partition (`dir/name` paths allowed).
+pub fn fat_read(part: PartIo, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+    let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new())?;
+    let res = match fs.root_dir().open_file(path) {
+        Ok(mut f) => {
+            let mut v = Vec::new();
+            f.read_to_end(&mut v)?;
+            Some(v)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    fs.unmount()?;
+    Ok(res)
+}
+
+/// Write a whole file on a FAT partition, creating parent directories. An
+/// existing file of the same length is rewritten in place (same clusters).
+pub fn fat_write(part: PartIo, path: &str, data: &[u8]) -> std::io::Result<()> {
+    let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new())?;
+    {
+        let root = fs.root_dir();
+        let mut dir = root.clone();
+        let mut comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let name = comps.pop().unwrap_or(path);
+        for c in comps {
+            dir = match dir.open_dir(c) {
+                Ok(d) => d,
+                Err(_) => dir.create_dir(c)?,
+            };
+        }
+        let mut f = dir.create_file(name)?;
+        f.write_all(data)?;
+        f.truncate()?;
+        f.flush()?;
+    }
+    fs.unmount()
+}

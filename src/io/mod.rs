@@ -1,0 +1,10 @@
+//! I/O at the edges: disks and partitions, the device record, the install
+//! pipeline into slots, the device configuration, reboot.
+
+pub mod config;
+pub mod disk;
+#[cfg(feature = "host")]
+pub mod image;
+pub mod install;
+pub mod node;
+pub mod store;

@@ -32,7 +32,7 @@ for S in ${BOOT_ORDER}; do
     setenv ferry_rpart 6
     setenv ferry_slot b
   else
-    echo "ferry: ignoring unknown slot '${S}' in BOOT_ORDER"
+    echo "ferry: ignoring unknown slot ${S} in BOOT_ORDER"
     setenv ferry_slot
   fi
 
@@ -69,5 +69,5 @@ for S in ${BOOT_ORDER}; do
   fi
 done
 
-echo "ferry: FATAL: no bootable slot (BOOT_ORDER='${BOOT_ORDER}' FERRY_TRIAL='${FERRY_TRIAL}'), powering off"
+echo "ferry: FATAL: no bootable slot (BOOT_ORDER=${BOOT_ORDER} FERRY_TRIAL=${FERRY_TRIAL}), powering off"
 poweroff

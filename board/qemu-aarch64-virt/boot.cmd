@@ -21,10 +21,13 @@ setenv BOOT_B_LEFT
 setenv FERRY_TRIAL
 setenv BOOT_ORDER
 
+# ferry writes uboot.env.redund first, then uboot.env: a torn write leaves one intact copy.
 if fatload virtio 0:1 ${ferry_envaddr} uboot.env && env import -c ${ferry_envaddr} ${filesize} ${ferry_vars}; then
   echo "ferry: uboot.env: BOOT_ORDER=${BOOT_ORDER} FERRY_TRIAL=${FERRY_TRIAL} BOOT_A_LEFT=${BOOT_A_LEFT} BOOT_B_LEFT=${BOOT_B_LEFT}"
+elif fatload virtio 0:1 ${ferry_envaddr} uboot.env.redund && env import -c ${ferry_envaddr} ${filesize} ${ferry_vars}; then
+  echo "ferry: uboot.env bad, using uboot.env.redund: BOOT_ORDER=${BOOT_ORDER} FERRY_TRIAL=${FERRY_TRIAL}"
 else
-  echo "ferry: uboot.env missing or bad CRC: using BOOT_ORDER=A, no trial"
+  echo "ferry: uboot.env and uboot.env.redund missing or bad: using BOOT_ORDER=A, no trial"
   setenv BOOT_ORDER A
   setenv FERRY_TRIAL
 fi

@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod reader;
 #[cfg(feature = "host")]
 pub mod writer;
+pub mod zframe;
 
 pub use keys::{Keyring, PublicKey, SecretKey};
 pub use manifest::{Manifest, Payload, Sha256Digest};

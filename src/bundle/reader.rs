@@ -206,6 +206,7 @@ fn decode_stage(
                         window = Some(pl.window_log_max);
                     }
                     let want = m.chunk_len(pl, c);
+                    check_frame(pl, c, &buf, want)?;
                     let Ok(mut out) = free_out.recv() else { return Ok(()) };
                     out.resize(want, 0);
                     let n = dec.decompress_to_buffer(&buf[..], &mut out[..]).map_err(|e| {
@@ -240,6 +241,21 @@ fn decode_stage(
     if let Err(e) = run() {
         let _ = tx.send(Err(e));
     }
+}
+
+/// Refuse a frame whose window exceeds the payload's limit or whose declared
+/// content size is not the chunk's, before the decoder sees it.
+fn check_frame(pl: &Payload, c: usize, buf: &[u8], want: usize) -> Result<(), BundleError> {
+    let bad = |detail: String| BundleError::Decompress { payload: pl.name.clone(), chunk: c, detail };
+    let h = super::zframe::parse(buf).map_err(|e| bad(e.to_string()))?;
+    let limit = 1u64 << pl.window_log_max;
+    if h.window_size > limit {
+        return Err(bad(format!("frame window {} exceeds the limit {limit} (window_log_max {})", h.window_size, pl.window_log_max)));
+    }
+    if let Some(n) = h.content_size.filter(|&n| n != want as u64) {
+        return Err(BundleError::ChunkSize { payload: pl.name.clone(), chunk: c, detail: format!("frame declares {n} bytes, expected {want}") });
+    }
+    Ok(())
 }
 
 fn sink_stage(

@@ -173,3 +173,44 @@ pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     }
     Ok(n)
 }
+
+/// Add a signature to an existing bundle (threshold signing by several key
+/// holders), or replace all signatures. The manifest bytes are not parsed
+/// or changed: what is signed is exactly what was there.
+pub fn sign(input: &Path, key: &SecretKey, replace: bool, output: &Path) -> Result<usize, Error> {
+    use super::format::{parse_signatures, HEADER_LEN};
+    let mut f = File::open(input).map_err(|e| Error::io("open bundle", input, e))?;
+    let mut hb = [0u8; HEADER_LEN];
+    f.read_exact(&mut hb).map_err(|e| Error::io("read bundle", input, e))?;
+    let h = Header::parse(&hb)?;
+    let mut mbytes = vec![0u8; h.manifest_len as usize];
+    f.read_exact(&mut mbytes).map_err(|e| Error::io("read bundle", input, e))?;
+    let mut sbytes = vec![0u8; h.sigs_len as usize];
+    f.read_exact(&mut sbytes).map_err(|e| Error::io("read bundle", input, e))?;
+    let mut sigs = if replace || sbytes.is_empty() { Vec::new() } else { parse_signatures(&sbytes)? };
+    let new = key.sign(&mbytes);
+    sigs.retain(|s| s.key_id != new.key_id);
+    sigs.push(new);
+    if sigs.len() > super::format::MAX_SIGNATURES {
+        return Err(BundleError::BadSignatureBlock("too many signatures".into()).into());
+    }
+    let sbytes = encode_signatures(&sigs);
+    let header = Header { sigs_len: sbytes.len() as u32, ..h };
+    let fname = output.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{fname}.tmp"));
+    let res = (|| {
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?);
+        let werr = |e| Error::io("write", &tmp, e);
+        w.write_all(&header.encode()).map_err(werr)?;
+        w.write_all(&mbytes).map_err(werr)?;
+        w.write_all(&sbytes).map_err(werr)?;
+        std::io::copy(&mut f, &mut w).map_err(werr)?;
+        w.into_inner().map_err(|e| werr(e.into_error()))?.sync_all().map_err(werr)?;
+        std::fs::rename(&tmp, output).map_err(|e| Error::io("rename", output, e))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map(|_| sigs.len())
+}

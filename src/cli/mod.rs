@@ -119,6 +119,19 @@ enum BundleCmd {
         #[arg(long, env = "SOURCE_DATE_EPOCH")]
         created: Option<u64>,
     },
+    /// Add a signature to a bundle (threshold signing), or replace them all.
+    #[cfg(feature = "host")]
+    Sign {
+        file: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// Drop existing signatures first.
+        #[arg(long)]
+        replace: bool,
+        /// Output (default: rewrite the input).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Check signatures and every payload digest; exit 0 only if all hold.
     Verify {
         file: PathBuf,
@@ -202,6 +215,14 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
                 quiet,
             )
             .map(|_| 0)
+        }
+        #[cfg(feature = "host")]
+        Cmd::Bundle(BundleCmd::Sign { file, key, replace, output }) => {
+            let k = crate::bundle::keys::read_secret(&key)?;
+            let out = output.unwrap_or_else(|| file.clone());
+            let n = crate::bundle::writer::sign(&file, &k, replace, &out)?;
+            println!("{}: {n} signature(s)", out.display());
+            Ok(0)
         }
         Cmd::Bundle(BundleCmd::Verify { file, trust }) => {
             bundle::verify(&file, &trust.keys, &trust.keyring, trust.threshold, quiet).map(|_| 0)

@@ -52,10 +52,12 @@ impl Disk {
     }
 
     pub fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Error> {
+        super::fault::point("disk write");
         self.file.write_all_at(buf, off).map_err(|e| Error::io("write", &self.path, e))
     }
 
     pub fn sync(&self) -> Result<(), Error> {
+        super::fault::point("disk sync");
         self.file.sync_data().map_err(|e| Error::io("sync", &self.path, e))
     }
 }
@@ -145,6 +147,7 @@ pub fn fat_read(part: PartIo, path: &str) -> std::io::Result<Option<Vec<u8>>> {
 /// Write a whole file on a FAT partition, creating parent directories. An
 /// existing file of the same length is rewritten in place (same clusters).
 pub fn fat_write(part: PartIo, path: &str, data: &[u8]) -> std::io::Result<()> {
+    super::fault::point("boot file write");
     let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new())?;
     {
         let root = fs.root_dir();

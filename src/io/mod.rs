@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod disk;
+pub mod fault;
 #[cfg(feature = "host")]
 pub mod image;
 pub mod install;

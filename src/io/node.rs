@@ -53,6 +53,10 @@ impl Node {
                 if acts.contains(&Action::Reboot) {
                     warn!("boot event asked for a reboot; ignored");
                 }
+            } else if let Ok((next, acts)) = machine::step(node.dev.state.clone(), Event::Booted { slot: booted }) {
+                // Read-only view (status): show what the next writer will record.
+                node.dev.record(&acts);
+                node.dev.state = next;
             }
         }
         Ok(node)

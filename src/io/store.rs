@@ -69,6 +69,7 @@ impl Store {
 
 /// tmp + fsync + rename + fsync(dir).
 pub fn write_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
+    super::fault::point("state write");
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let mut f = File::options()

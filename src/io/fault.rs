@@ -1,0 +1,24 @@
+//! Crash points for power-cut tests: with `FERRY_CRASH_AT=N` in the
+//! environment, the process aborts (no unwinding, no cleanup, like a power
+//! cut) when it reaches the N-th durable write of the run. Inert otherwise.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+static COUNT: AtomicU64 = AtomicU64::new(0);
+
+fn limit() -> Option<u64> {
+    static L: OnceLock<Option<u64>> = OnceLock::new();
+    *L.get_or_init(|| std::env::var("FERRY_CRASH_AT").ok().and_then(|v| v.parse().ok()))
+}
+
+/// Mark a durable write about to happen; `what` names it in the crash line.
+pub fn point(what: &str) {
+    if let Some(l) = limit() {
+        let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == l {
+            eprintln!("ferry: FERRY_CRASH_AT={l}: simulated power cut before {what}");
+            std::process::abort();
+        }
+    }
+}

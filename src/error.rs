@@ -136,8 +136,10 @@ pub enum Error {
     State(String),
     /// The requested operation is not legal in the current update state.
     InvalidTransition { state: String, event: String },
-    /// Read-back after writing found different bytes on the device.
-    ReadBack { partition: String },
+    /// Read-back after writing does not match the payload's signed installed
+    /// digest. Every chunk was authenticated, so either the device returned
+    /// other bytes than were written, or the bundle was built wrong.
+    ReadBack { partition: String, payload: String },
     /// A required external item is missing or a usage rule was broken.
     Usage(String),
 }
@@ -157,9 +159,9 @@ impl fmt::Display for Error {
             Self::InvalidTransition { state, event } => {
                 write!(f, "{event} is not allowed in state {state}")
             }
-            Self::ReadBack { partition } => write!(
+            Self::ReadBack { partition, payload } => write!(
                 f,
-                "read-back of partition {partition} does not match what was written (storage fault)"
+                "read-back of partition {partition} does not match payload {payload}'s installed digest (storage fault, or a bundle built wrong)"
             ),
             Self::Usage(d) => write!(f, "{d}"),
         }

@@ -21,6 +21,7 @@ pub mod board;
 pub mod bundle;
 pub mod cli;
 pub mod error;
+pub mod health;
 pub mod io;
 pub mod update;
 

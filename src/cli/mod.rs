@@ -48,6 +48,9 @@ enum Cmd {
         #[arg(long)]
         no_reboot: bool,
     },
+    /// Boot-time health gate: on a trial boot, run the health checks, then
+    /// commit, or mark bad and reboot back. Does nothing otherwise.
+    Check,
     /// Commit the trial slot we booted into.
     MarkGood,
     /// Reject the trial slot and reboot into the previous one.
@@ -230,6 +233,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
         Cmd::Bundle(BundleCmd::Inspect { file, json }) => bundle::inspect(&file, json).map(|_| 0),
         Cmd::Status { json } => slots::status(&cli.config, json).map(|_| 0),
         Cmd::Install { file, no_reboot } => slots::install(&cli.config, &file, no_reboot, quiet).map(|_| 0),
+        Cmd::Check => slots::check(&cli.config).map(|_| 0),
         Cmd::MarkGood => slots::event(&cli.config, crate::update::machine::Event::MarkGood).map(|_| 0),
         Cmd::MarkBad => slots::event(&cli.config, crate::update::machine::Event::MarkBad).map(|_| 0),
         Cmd::Rollback => slots::event(&cli.config, crate::update::machine::Event::Rollback).map(|_| 0),

@@ -116,3 +116,43 @@ pub fn event(config: &Path, ev: Event) -> Result<(), Error> {
     }
     Ok(())
 }
+
+pub fn check(config: &Path) -> Result<(), Error> {
+    use crate::health::{run_round, Gate, Verdict};
+    use std::time::{Duration, Instant};
+    let cfg = Config::load(config)?;
+    let mut node = Node::open(cfg, true)?;
+    let crate::update::machine::State::Trial { slot, release } = node.dev.state.clone() else {
+        println!("no trial in progress (state {}): nothing to check", node.dev.state);
+        return Ok(());
+    };
+    let h = node.cfg.health.clone();
+    tracing::info!(slot = %slot, version = %release.version, commands = h.commands.len(), "health checks started");
+    let mut gate = Gate::new(h.passes, Duration::from_secs(h.deadline_s), Instant::now());
+    let verdict = loop {
+        let r = run_round(&h);
+        if let Err(e) = &r {
+            tracing::info!(error = %e, "health check failed");
+        }
+        match gate.observe(r, Instant::now()) {
+            Verdict::Pending => std::thread::sleep(Duration::from_secs(h.interval_s)),
+            v => break v,
+        }
+    };
+    match verdict {
+        Verdict::Passed => {
+            node.apply(Event::HealthPassed)?;
+            println!("health passed: slot {slot} ({}) committed", release.version);
+            Ok(())
+        }
+        Verdict::Failed(reason) => {
+            let acts = node.apply(Event::HealthFailed { reason: reason.clone() })?;
+            println!("health failed: slot {slot} ({}) rolled back: {reason}", release.version);
+            if install::wants_reboot(&acts) {
+                node.reboot()?;
+            }
+            Ok(())
+        }
+        Verdict::Pending => Ok(()),
+    }
+}

@@ -31,6 +31,8 @@ pub struct Config {
     /// `system` reboots the machine; `record` only writes `state_dir/reboot-requested`.
     #[serde(default = "default_reboot")]
     pub reboot: String,
+    #[serde(default)]
+    pub health: crate::health::HealthConfig,
 }
 
 fn default_state_dir() -> PathBuf {

@@ -86,7 +86,7 @@ impl PayloadSink for SlotSink<'_> {
         self.disk.sync()?;
         let got = read_back(self.disk, self.range.0, p.installed_size)?;
         if got != p.installed_sha256 {
-            return Err(Error::ReadBack { partition: self.part.clone() });
+            return Err(Error::ReadBack { partition: self.part.clone(), payload: p.name.clone() });
         }
         info!(payload = %p.name, partition = %self.part, "payload written and read back");
         if let Some(cb) = self.on_durable.as_mut() {
@@ -144,8 +144,11 @@ pub fn install_file(node: &mut Node, path: &std::path::Path, keyring: &Keyring, 
     node.apply(Event::InstallStarted { slot: target, booted: node.booted, release: release.clone() })?;
     info!(version = %release.version, manifest = %release.digest, resume = ?start, "installing");
     f.seek(SeekFrom::Start(chunk_offset(&b, start.unwrap_or_default()))).map_err(|e| Error::io("seek bundle", path, e))?;
+    // A regular file must end with the bundle; a block device (a pushed
+    // bundle on a spare partition or disk) is longer than it.
+    let is_file = f.metadata().map(|m| m.is_file()).unwrap_or(true);
     let src = std::io::BufReader::with_capacity(1 << 20, f);
-    match write_slot(node, &b, src, start.unwrap_or_default(), true, progress) {
+    match write_slot(node, &b, src, start.unwrap_or_default(), is_file, progress) {
         Ok(()) => {}
         Err(e) => {
             // Record the failure; the slot stays out of the boot order.

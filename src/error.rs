@@ -33,9 +33,17 @@ pub enum BundleError {
     /// A compressed chunk's SHA-256 is not the one the manifest signs.
     ChunkDigest { payload: String, chunk: usize },
     /// A chunk does not decompress to exactly its declared size.
-    ChunkSize { payload: String, chunk: usize, detail: String },
+    ChunkSize {
+        payload: String,
+        chunk: usize,
+        detail: String,
+    },
     /// zstd refused a chunk (corrupt data or a window over the limit).
-    Decompress { payload: String, chunk: usize, detail: String },
+    Decompress {
+        payload: String,
+        chunk: usize,
+        detail: String,
+    },
     /// The digest of the installed (decompressed) bytes is wrong.
     InstalledDigest { payload: String },
     /// Bytes follow the last payload.
@@ -49,29 +57,55 @@ impl fmt::Display for BundleError {
             Self::UnsupportedFormat(v) => write!(f, "unsupported bundle format version {v}"),
             Self::BadHeader(w) => write!(f, "bad bundle header: {w}"),
             Self::ManifestTooLarge { len, max } => {
-                write!(f, "manifest of {len} bytes exceeds the limit of {max} bytes")
+                write!(
+                    f,
+                    "manifest of {len} bytes exceeds the limit of {max} bytes"
+                )
             }
             Self::BadSignatureBlock(w) => write!(f, "bad signature block: {w}"),
             Self::Truncated { what } => write!(f, "bundle truncated in {what}"),
             Self::BadManifest(w) => write!(f, "bad manifest: {w}"),
             Self::UnknownRequirement(r) => {
-                write!(f, "bundle requires feature {r:?}, which this ferry does not support")
+                write!(
+                    f,
+                    "bundle requires feature {r:?}, which this ferry does not support"
+                )
             }
             Self::NotEnoughSignatures { valid, required } => write!(
                 f,
                 "not enough trusted signatures: {valid} valid, {required} required"
             ),
             Self::BadSignature { key_id } => {
-                write!(f, "signature by trusted key {key_id} does not verify (manifest tampered)")
+                write!(
+                    f,
+                    "signature by trusted key {key_id} does not verify (manifest tampered)"
+                )
             }
             Self::ChunkDigest { payload, chunk } => {
-                write!(f, "payload {payload}: chunk {chunk} digest mismatch (corrupt or tampered)")
+                write!(
+                    f,
+                    "payload {payload}: chunk {chunk} digest mismatch (corrupt or tampered)"
+                )
             }
-            Self::ChunkSize { payload, chunk, detail } => {
-                write!(f, "payload {payload}: chunk {chunk} has the wrong size: {detail}")
+            Self::ChunkSize {
+                payload,
+                chunk,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "payload {payload}: chunk {chunk} has the wrong size: {detail}"
+                )
             }
-            Self::Decompress { payload, chunk, detail } => {
-                write!(f, "payload {payload}: chunk {chunk} does not decompress: {detail}")
+            Self::Decompress {
+                payload,
+                chunk,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "payload {payload}: chunk {chunk} does not decompress: {detail}"
+                )
             }
             Self::InstalledDigest { payload } => {
                 write!(f, "payload {payload}: installed digest mismatch")
@@ -87,11 +121,27 @@ impl std::error::Error for BundleError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PolicyError {
-    WrongBoard { bundle: String, device: String },
-    Downgrade { bundle: String, floor: String },
-    TooOld { installed: String, required: String },
-    MissingTarget { target: String },
-    TooLarge { payload: String, size: u64, partition: String, capacity: u64 },
+    WrongBoard {
+        bundle: String,
+        device: String,
+    },
+    Downgrade {
+        bundle: String,
+        floor: String,
+    },
+    TooOld {
+        installed: String,
+        required: String,
+    },
+    MissingTarget {
+        target: String,
+    },
+    TooLarge {
+        payload: String,
+        size: u64,
+        partition: String,
+        capacity: u64,
+    },
 }
 
 impl fmt::Display for PolicyError {
@@ -125,21 +175,37 @@ pub enum Error {
     Bundle(BundleError),
     Policy(PolicyError),
     /// An I/O operation failed; `op` says which, `path` on what.
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A key file is malformed, or a key operation was refused.
-    Key { path: PathBuf, detail: String },
+    Key {
+        path: PathBuf,
+        detail: String,
+    },
     /// A board or device configuration file is invalid.
-    Config { path: PathBuf, detail: String },
+    Config {
+        path: PathBuf,
+        detail: String,
+    },
     /// The bootloader's state could not be read or written.
     Boot(String),
     /// The persisted update state is corrupt or of an unknown version.
     State(String),
     /// The requested operation is not legal in the current update state.
-    InvalidTransition { state: String, event: String },
+    InvalidTransition {
+        state: String,
+        event: String,
+    },
     /// Read-back after writing does not match the payload's signed installed
     /// digest. Every chunk was authenticated, so either the device returned
     /// other bytes than were written, or the bundle was built wrong.
-    ReadBack { partition: String, payload: String },
+    ReadBack {
+        partition: String,
+        payload: String,
+    },
     /// A required external item is missing or a usage rule was broken.
     Usage(String),
 }
@@ -201,7 +267,11 @@ impl From<PolicyError> for Error {
 impl Error {
     /// Wrap an I/O error with the operation and path it concerned.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { op, path: path.into(), source }
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// A distinct process exit code per failure class (documented in README).

@@ -12,26 +12,42 @@ fn every_fixture_fails_with_its_own_code_and_message() {
     let mut n = 0;
     for e in std::fs::read_dir(&data).unwrap() {
         let dir = e.unwrap().path();
-        let Ok(expect) = std::fs::read_to_string(dir.join("expect")) else { continue };
+        let Ok(expect) = std::fs::read_to_string(dir.join("expect")) else {
+            continue;
+        };
         let mut lines = expect.lines();
         let code: i32 = lines.next().unwrap().parse().unwrap();
         let phrase = lines.next().unwrap();
         if (30..40).contains(&code) {
             continue; // policy refusals are install-time: tests/slots.rs
         }
-        let o = ferry(&["bundle", "verify", "--key", s(&key), s(&dir.join("bundle.ferry"))]);
+        let o = ferry(&[
+            "bundle",
+            "verify",
+            "--key",
+            s(&key),
+            s(&dir.join("bundle.ferry")),
+        ]);
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         assert_eq!(o.code, code, "{name}: {}{}", o.stdout, o.stderr);
         let text = if code == 0 { &o.stdout } else { &o.stderr };
         assert!(text.contains(phrase), "{name}: {text:?} lacks {phrase:?}");
         if code != 0 {
-            assert_eq!(o.stderr.lines().count(), 1, "{name}: one clear line, got {:?}", o.stderr);
+            assert_eq!(
+                o.stderr.lines().count(),
+                1,
+                "{name}: one clear line, got {:?}",
+                o.stderr
+            );
             assert!(!o.stderr.contains("panicked"), "{name}");
             if let Some(prev) = seen.insert(code, name.clone()) {
                 // distinct codes per failure class; a class may hold several
                 // fixtures: truncations (15), manifest rule breaches (16),
                 // altered signed bytes or signatures (19)
-                assert!([15, 16, 19].contains(&code), "{name} and {prev} share exit code {code}");
+                assert!(
+                    [15, 16, 19].contains(&code),
+                    "{name} and {prev} share exit code {code}"
+                );
             }
         }
         n += 1;
@@ -46,15 +62,43 @@ fn threshold_needs_distinct_trusted_signers() {
     let other = data.join("keys/other.pub");
     let one = data.join("good/bundle.ferry");
     let two = data.join("two-signatures/bundle.ferry");
-    let o = ferry(&["bundle", "verify", "--key", s(&dev), "--key", s(&other), "--threshold", "2", s(&one)]);
+    let o = ferry(&[
+        "bundle",
+        "verify",
+        "--key",
+        s(&dev),
+        "--key",
+        s(&other),
+        "--threshold",
+        "2",
+        s(&one),
+    ]);
     assert_eq!(o.code, 18, "{}", o.stderr);
     assert!(o.stderr.contains("1 valid, 2 required"));
-    ok(&["bundle", "verify", "--key", s(&dev), "--key", s(&other), "--threshold", "2", s(&two)]);
+    ok(&[
+        "bundle",
+        "verify",
+        "--key",
+        s(&dev),
+        "--key",
+        s(&other),
+        "--threshold",
+        "2",
+        s(&two),
+    ]);
     // a keyring directory works the same way
     let ring = tempfile::tempdir().unwrap();
     std::fs::copy(&dev, ring.path().join("dev.pub")).unwrap();
     std::fs::copy(&other, ring.path().join("other.pub")).unwrap();
-    ok(&["bundle", "verify", "--keyring", s(ring.path()), "--threshold", "2", s(&two)]);
+    ok(&[
+        "bundle",
+        "verify",
+        "--keyring",
+        s(ring.path()),
+        "--threshold",
+        "2",
+        s(&two),
+    ]);
 }
 
 #[test]
@@ -64,36 +108,101 @@ fn create_verify_inspect_sign_round_trip() {
     ok(&["key", "generate", "k1", "--dir", s(p)]);
     ok(&["key", "generate", "k2", "--dir", s(p)]);
     use std::os::unix::fs::PermissionsExt as _;
-    assert_eq!(std::fs::metadata(p.join("k1.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(p.join("k1.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     let again = ferry(&["key", "generate", "k1", "--dir", s(p)]);
     assert_ne!(again.code, 0);
-    assert!(again.stderr.contains("refusing to overwrite"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("refusing to overwrite"),
+        "{}",
+        again.stderr
+    );
 
     let rootfs = payload(5, 3_000_000);
     std::fs::write(p.join("rootfs"), &rootfs).unwrap();
     std::fs::write(p.join("kernel"), payload(6, 100_000)).unwrap();
     std::fs::write(p.join("extra"), b"hello").unwrap();
     ok(&[
-        "bundle", "create", "--board", "qemu-aarch64-virt", "--version", "2.1.0-rc.1", "--rootfs", s(&p.join("rootfs")),
-        "--kernel", s(&p.join("kernel")), "--payload", &format!("notes:notes:{}", s(&p.join("extra"))), "--key",
-        s(&p.join("k1.key")), "--min-installed-version", "2.0.0", "-o", s(&p.join("b.ferry")),
+        "bundle",
+        "create",
+        "--board",
+        "qemu-aarch64-virt",
+        "--version",
+        "2.1.0-rc.1",
+        "--rootfs",
+        s(&p.join("rootfs")),
+        "--kernel",
+        s(&p.join("kernel")),
+        "--payload",
+        &format!("notes:notes:{}", s(&p.join("extra"))),
+        "--key",
+        s(&p.join("k1.key")),
+        "--min-installed-version",
+        "2.0.0",
+        "-o",
+        s(&p.join("b.ferry")),
     ]);
-    let v = ok(&["bundle", "verify", "--key", s(&p.join("k1.pub")), s(&p.join("b.ferry"))]);
-    assert!(v.contains(&format!("{} bytes installed", 3_000_000 + 100_000 + 5)), "{v}");
-    let j: serde_json::Value = serde_json::from_str(&ok(&["bundle", "inspect", "--json", s(&p.join("b.ferry"))])).unwrap();
+    let v = ok(&[
+        "bundle",
+        "verify",
+        "--key",
+        s(&p.join("k1.pub")),
+        s(&p.join("b.ferry")),
+    ]);
+    assert!(
+        v.contains(&format!("{} bytes installed", 3_000_000 + 100_000 + 5)),
+        "{v}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&["bundle", "inspect", "--json", s(&p.join("b.ferry"))])).unwrap();
     assert_eq!(j["manifest"]["version"], "2.1.0-rc.1");
     assert_eq!(j["manifest"]["min_installed_version"], "2.0.0");
     assert_eq!(j["manifest"]["payloads"][0]["name"], "kernel");
-    assert_eq!(j["manifest"]["payloads"][1]["chunks"].as_array().unwrap().len(), 3);
-    assert_eq!(j["bundle_size"].as_u64().unwrap(), std::fs::metadata(p.join("b.ferry")).unwrap().len());
+    assert_eq!(
+        j["manifest"]["payloads"][1]["chunks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        j["bundle_size"].as_u64().unwrap(),
+        std::fs::metadata(p.join("b.ferry")).unwrap().len()
+    );
     // the second key holder adds a signature; threshold 2 then holds
     let (k1, k2, b) = (p.join("k1.pub"), p.join("k2.pub"), p.join("b.ferry"));
-    let two = ["bundle", "verify", "--key", s(&k1), "--key", s(&k2), "--threshold", "2", s(&b)];
+    let two = [
+        "bundle",
+        "verify",
+        "--key",
+        s(&k1),
+        "--key",
+        s(&k2),
+        "--threshold",
+        "2",
+        s(&b),
+    ];
     assert_eq!(ferry(&two).code, 18);
     ok(&["bundle", "sign", "--key", s(&p.join("k2.key")), s(&b)]);
     ok(&two);
     // a key that signed nothing here is not trusted
-    let o = ferry(&["bundle", "verify", "--key", s(&p.join("k2.pub")), "--key", s(&repo().join("signing/dev.pub")), "--threshold", "2", s(&p.join("b.ferry"))]);
+    let o = ferry(&[
+        "bundle",
+        "verify",
+        "--key",
+        s(&p.join("k2.pub")),
+        "--key",
+        s(&repo().join("signing/dev.pub")),
+        "--threshold",
+        "2",
+        s(&p.join("b.ferry")),
+    ]);
     assert_eq!(o.code, 18);
 }
 
@@ -106,13 +215,21 @@ fn flipping_any_byte_is_caught() {
     let key = repo().join("signing/dev.pub");
     let step = (good.len() / 60).max(1);
     let mut tried = 0;
-    for pos in (0..good.len()).step_by(step).chain([8, 12, 16, 20, good.len() - 1]) {
+    for pos in (0..good.len())
+        .step_by(step)
+        .chain([8, 12, 16, 20, good.len() - 1])
+    {
         let mut b = good.clone();
         b[pos] ^= 0x01;
         let f = d.path().join("x.ferry");
         std::fs::write(&f, &b).unwrap();
         let o = ferry(&["bundle", "verify", "-q", "--key", s(&key), s(&f)]);
-        assert!(o.code >= 10 && o.code < 30, "byte {pos}: exit {} {}", o.code, o.stderr);
+        assert!(
+            o.code >= 10 && o.code < 30,
+            "byte {pos}: exit {} {}",
+            o.code,
+            o.stderr
+        );
         tried += 1;
     }
     assert!(tried > 60);

@@ -24,12 +24,25 @@ fn fresh_image_status_agrees_with_fw_printenv() {
     assert!(env_has(&env, "BOOT_ORDER=A"), "{env}");
     assert!(env_has(&env, "FERRY_TRIAL="), "{env}");
     // the image is a real GPT that sgdisk-compatible tools read
-    let o = std::process::Command::new("sfdisk").args(["--json", s(&dev.path("disk.img"))]).output();
+    let o = std::process::Command::new("sfdisk")
+        .args(["--json", s(&dev.path("disk.img"))])
+        .output();
     if let Ok(o) = o {
         if o.status.success() {
             let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            let names: Vec<&str> = j["partitiontable"]["partitions"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-            assert_eq!(names, ["boot", "kernel_a", "rootfs_a", "k3s_a", "kernel_b", "rootfs_b", "k3s_b", "data"]);
+            let names: Vec<&str> = j["partitiontable"]["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    "boot", "kernel_a", "rootfs_a", "k3s_a", "kernel_b", "rootfs_b", "k3s_b",
+                    "data"
+                ]
+            );
         }
     }
 }
@@ -41,8 +54,15 @@ fn install_trial_commit_cycle() {
     let b = dev.bundle("1.1.0", 2, "v2.ferry", &[]);
     let o = dev.run(&["install", s(&b)]);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(dev.path("state/reboot-requested").exists(), "install must reboot");
-    assert_eq!(dev.partition_digest("rootfs_a"), a_before, "active slot touched");
+    assert!(
+        dev.path("state/reboot-requested").exists(),
+        "install must reboot"
+    );
+    assert_eq!(
+        dev.partition_digest("rootfs_a"),
+        a_before,
+        "active slot touched"
+    );
     let st = dev.status();
     assert_eq!(st["state"], "installed");
     assert_eq!(st["slots"]["b"]["status"], "installed");
@@ -52,10 +72,16 @@ fn install_trial_commit_cycle() {
         assert!(env_has(&env, l), "{l} not in {env}");
     }
     // the installed bytes are exactly the payload
-    let want = ferry::bundle::Sha256Digest::of(&std::fs::read(dev.path("rootfs-2")).unwrap()).to_string();
+    let want =
+        ferry::bundle::Sha256Digest::of(&std::fs::read(dev.path("rootfs-2")).unwrap()).to_string();
     let disk = ferry::io::disk::Disk::open(&dev.path("disk.img"), false).unwrap();
     let p = disk.partition("rootfs_b").unwrap().clone();
-    let got = ferry::io::install::read_back(&disk, p.offset(), std::fs::metadata(dev.path("rootfs-2")).unwrap().len()).unwrap();
+    let got = ferry::io::install::read_back(
+        &disk,
+        p.offset(),
+        std::fs::metadata(dev.path("rootfs-2")).unwrap().len(),
+    )
+    .unwrap();
     assert_eq!(got.to_string(), want);
 
     dev.boot("b", "boot-2");
@@ -70,7 +96,10 @@ fn install_trial_commit_cycle() {
     assert_eq!(st["last"]["result"], "committed");
     assert_eq!(st["rollback_floor"], "1.1.0");
     let env = dev.fw_printenv();
-    assert!(env_has(&env, "BOOT_ORDER=B A") && env_has(&env, "FERRY_TRIAL="), "{env}");
+    assert!(
+        env_has(&env, "BOOT_ORDER=B A") && env_has(&env, "FERRY_TRIAL="),
+        "{env}"
+    );
     // a committed slot needs no counter: it stays at 0 and still boots
     assert!(env_has(&env, "BOOT_B_LEFT=0"), "{env}");
     assert_eq!(st["boot"]["next"], "b");
@@ -89,13 +118,22 @@ fn failed_health_rolls_back_and_reboots() {
     assert!(dev.path("state/reboot-requested").exists());
     let st = dev.status();
     assert_eq!(st["last"]["result"], "rolled-back");
-    assert!(st["last"]["error"].as_str().unwrap().contains("did not pass within 2 s"), "{st}");
+    assert!(
+        st["last"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not pass within 2 s"),
+        "{st}"
+    );
     assert_eq!(st["slots"]["b"]["status"], "bad");
     assert_eq!(st["boot"]["order"], serde_json::json!(["a"]));
     assert!(env_has(&dev.fw_printenv(), "BOOT_ORDER=A"));
     dev.boot("a", "boot-3");
     let st = dev.status();
-    assert_eq!((st["booted"].as_str(), st["state"].as_str()), (Some("a"), Some("idle")));
+    assert_eq!(
+        (st["booted"].as_str(), st["state"].as_str()),
+        (Some("a"), Some("idle"))
+    );
 }
 
 #[test]
@@ -117,7 +155,11 @@ fn bootloader_fallback_is_recorded() {
 #[test]
 fn refusals_never_touch_the_active_slot() {
     let dev = Device::new();
-    std::fs::copy(repo().join("signing/dev.pub"), dev.path("keys/fixtures.pub")).unwrap();
+    std::fs::copy(
+        repo().join("signing/dev.pub"),
+        dev.path("keys/fixtures.pub"),
+    )
+    .unwrap();
     let a = dev.partition_digest("rootfs_a");
     let env = dev.fw_printenv();
     let data = repo().join("tests/data");
@@ -145,7 +187,12 @@ fn refusals_never_touch_the_active_slot() {
     assert!(!dev.path("state/reboot-requested").exists());
     assert_eq!(dev.partition_digest("rootfs_a"), a, "active slot touched");
     // a bundle that needs a newer installed version
-    let b = dev.bundle("3.0.0", 9, "v3.ferry", &["--min-installed-version", "2.0.0"]);
+    let b = dev.bundle(
+        "3.0.0",
+        9,
+        "v3.ferry",
+        &["--min-installed-version", "2.0.0"],
+    );
     let o = dev.run(&["install", s(&b)]);
     assert_eq!(o.code, 32, "{}", o.stderr);
 }
@@ -155,10 +202,18 @@ fn illegal_commands_are_refused_with_the_state() {
     let dev = Device::new();
     let o = dev.run(&["mark-bad"]);
     assert_eq!(o.code, 54);
-    assert!(o.stderr.contains("mark-bad is not allowed in state idle"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("mark-bad is not allowed in state idle"),
+        "{}",
+        o.stderr
+    );
     let b = dev.bundle("1.1.0", 5, "v2.ferry", &[]);
     assert_eq!(dev.run(&["install", "--no-reboot", s(&b)]).code, 0);
-    assert_eq!(dev.run(&["mark-good"]).code, 54, "cannot commit before booting the trial");
+    assert_eq!(
+        dev.run(&["mark-good"]).code,
+        54,
+        "cannot commit before booting the trial"
+    );
     assert_eq!(dev.run(&["rollback"]).code, 0, "cancel before reboot");
     assert_eq!(dev.status()["boot"]["order"], serde_json::json!(["a"]));
 }
@@ -171,26 +226,48 @@ fn power_cut_at_every_write_point_keeps_the_old_slot() {
         let dev = Device::new();
         let a = dev.partition_digest("rootfs_a");
         let b = dev.bundle("1.1.0", 6, "v2.ferry", &[]);
-        let o = dev.run_env(&["install", "--no-reboot", s(&b)], &[("FERRY_CRASH_AT", &n.to_string())]);
+        let o = dev.run_env(
+            &["install", "--no-reboot", s(&b)],
+            &[("FERRY_CRASH_AT", &n.to_string())],
+        );
         if o.code == 0 {
             break; // no write point left to cut at
         }
-        assert!(o.stderr.contains("simulated power cut"), "cut {n}: {}", o.stderr);
+        assert!(
+            o.stderr.contains("simulated power cut"),
+            "cut {n}: {}",
+            o.stderr
+        );
         // the power comes back: the bootloader picks the slot
         let pre = dev.status();
         let next = pre["boot"]["next"].as_str().unwrap().to_string();
-        assert_eq!(dev.partition_digest("rootfs_a"), a, "cut {n}: active slot touched");
-        assert!(dev.fw_printenv().contains("BOOT_ORDER="), "cut {n}: env unreadable");
+        assert_eq!(
+            dev.partition_digest("rootfs_a"),
+            a,
+            "cut {n}: active slot touched"
+        );
+        assert!(
+            dev.fw_printenv().contains("BOOT_ORDER="),
+            "cut {n}: env unreadable"
+        );
         dev.boot(&next, "after-cut");
         let st = dev.status();
         if next == "b" {
             // armed only after read-back verification: B is complete and on trial
             assert_eq!(st["state"], "trial", "cut {n}: {st}");
-            let want = ferry::bundle::Sha256Digest::of(&std::fs::read(dev.path("rootfs-6")).unwrap()).to_string();
+            let want =
+                ferry::bundle::Sha256Digest::of(&std::fs::read(dev.path("rootfs-6")).unwrap())
+                    .to_string();
             let disk = ferry::io::disk::Disk::open(&dev.path("disk.img"), false).unwrap();
             let p = disk.partition("rootfs_b").unwrap().clone();
             let len = std::fs::metadata(dev.path("rootfs-6")).unwrap().len();
-            assert_eq!(ferry::io::install::read_back(&disk, p.offset(), len).unwrap().to_string(), want, "cut {n}");
+            assert_eq!(
+                ferry::io::install::read_back(&disk, p.offset(), len)
+                    .unwrap()
+                    .to_string(),
+                want,
+                "cut {n}"
+            );
         } else {
             assert_eq!(next, "a", "cut {n}");
             assert_ne!(st["state"], "trial", "cut {n}: {st}");
@@ -205,6 +282,9 @@ fn power_cut_at_every_write_point_keeps_the_old_slot() {
         n += 1;
         assert!(n < 200, "too many write points");
     }
-    assert!(n > 10, "only {n} write points: crash injection is not reaching the install");
+    assert!(
+        n > 10,
+        "only {n} write points: crash injection is not reaching the install"
+    );
     assert!(resumed > 0, "no retry resumed from a persisted chunk");
 }

@@ -25,13 +25,30 @@ fn boot_err(what: impl std::fmt::Display) -> Error {
 
 /// The backend the board names, on `disk`.
 pub fn for_board(board: &Board, disk: &Disk) -> Box<dyn BootControl> {
-    let store = EnvStore { disk: disk.clone(), loc: board.bootloader.env.clone() };
+    let store = EnvStore {
+        disk: disk.clone(),
+        loc: board.bootloader.env.clone(),
+    };
     match board.bootloader.backend {
-        BackendKind::UBoot => Box::new(VarBackend { store, kind: VarKind::UBoot }),
-        BackendKind::Grub => Box::new(VarBackend { store, kind: VarKind::Grub }),
+        BackendKind::UBoot => Box::new(VarBackend {
+            store,
+            kind: VarKind::UBoot,
+        }),
+        BackendKind::Grub => Box::new(VarBackend {
+            store,
+            kind: VarKind::Grub,
+        }),
         BackendKind::RpiTryboot => {
-            let part = |s: Slot| board.slot_partition(s, "kernel").and_then(|p| board.part_number(&p.name)).unwrap_or(0);
-            Box::new(RpiBackend { store, parts: [part(Slot::A), part(Slot::B)] })
+            let part = |s: Slot| {
+                board
+                    .slot_partition(s, "kernel")
+                    .and_then(|p| board.part_number(&p.name))
+                    .unwrap_or(0)
+            };
+            Box::new(RpiBackend {
+                store,
+                parts: [part(Slot::A), part(Slot::B)],
+            })
         }
     }
 }
@@ -46,15 +63,24 @@ impl EnvStore {
     /// All stored copies (one, or two for redundant layouts); `None` = absent.
     fn read_copies(&self) -> Result<Vec<Option<Vec<u8>>>, Error> {
         match &self.loc {
-            EnvLocation::File { partition, file, .. } => {
+            EnvLocation::File {
+                partition, file, ..
+            } => {
                 let mut out = Vec::new();
                 for name in [file.clone(), format!("{file}.redund")] {
                     let w = self.disk.window(partition)?;
-                    out.push(fat_read(w, &name).map_err(|e| boot_err(format!("read {partition}:{name}: {e}")))?);
+                    out.push(
+                        fat_read(w, &name)
+                            .map_err(|e| boot_err(format!("read {partition}:{name}: {e}")))?,
+                    );
                 }
                 Ok(out)
             }
-            EnvLocation::Raw { offset, size, redundant_offset } => {
+            EnvLocation::Raw {
+                offset,
+                size,
+                redundant_offset,
+            } => {
                 let mut out = Vec::new();
                 for off in std::iter::once(*offset).chain(*redundant_offset) {
                     let mut b = vec![0u8; *size];
@@ -70,14 +96,29 @@ impl EnvStore {
     /// the primary, so a torn write always leaves one intact new-or-old copy.
     fn write_copy(&self, index: usize, data: &[u8]) -> Result<(), Error> {
         match &self.loc {
-            EnvLocation::File { partition, file, .. } => {
-                let name = if index == 0 { file.clone() } else { format!("{file}.redund") };
+            EnvLocation::File {
+                partition, file, ..
+            } => {
+                let name = if index == 0 {
+                    file.clone()
+                } else {
+                    format!("{file}.redund")
+                };
                 let w = self.disk.window(partition)?;
-                fat_write(w, &name, data).map_err(|e| boot_err(format!("write {partition}:{name}: {e}")))?;
+                fat_write(w, &name, data)
+                    .map_err(|e| boot_err(format!("write {partition}:{name}: {e}")))?;
                 self.disk.sync()
             }
-            EnvLocation::Raw { offset, redundant_offset, .. } => {
-                let off = if index == 0 { *offset } else { redundant_offset.unwrap_or(*offset) };
+            EnvLocation::Raw {
+                offset,
+                redundant_offset,
+                ..
+            } => {
+                let off = if index == 0 {
+                    *offset
+                } else {
+                    redundant_offset.unwrap_or(*offset)
+                };
                 self.disk.write_at(data, off)?;
                 self.disk.sync()
             }
@@ -91,7 +132,13 @@ impl EnvStore {
     }
 
     fn raw_redundant(&self) -> bool {
-        matches!(self.loc, EnvLocation::Raw { redundant_offset: Some(_), .. })
+        matches!(
+            self.loc,
+            EnvLocation::Raw {
+                redundant_offset: Some(_),
+                ..
+            }
+        )
     }
 }
 
@@ -113,17 +160,23 @@ impl VarBackend {
         let copies = self.store.read_copies()?;
         match self.kind {
             VarKind::Grub => {
-                let v = copies.into_iter().flatten().find_map(|b| grubenv::decode(&b).ok());
+                let v = copies
+                    .into_iter()
+                    .flatten()
+                    .find_map(|b| grubenv::decode(&b).ok());
                 Ok((v.unwrap_or_default(), 0, 0))
             }
             VarKind::UBoot if self.store.raw_redundant() => {
-                let dec = |c: &Option<Vec<u8>>| c.as_deref().and_then(|b| ubootenv::decode(b, true));
+                let dec =
+                    |c: &Option<Vec<u8>>| c.as_deref().and_then(|b| ubootenv::decode(b, true));
                 let pair = [dec(&copies[0]), copies.get(1).and_then(dec)];
                 Ok(ubootenv::pick(pair).unwrap_or((Vars::new(), 0, 1)))
             }
             VarKind::UBoot => {
                 // File layout: primary first, then the backup written alongside it.
-                let v = copies.iter().find_map(|c| c.as_deref().and_then(|b| ubootenv::decode(b, false)));
+                let v = copies
+                    .iter()
+                    .find_map(|c| c.as_deref().and_then(|b| ubootenv::decode(b, false)));
                 Ok((v.map(|(v, _)| v).unwrap_or_default(), 0, 0))
             }
         }
@@ -150,7 +203,8 @@ impl BootControl for VarBackend {
                 self.store.write_copy(0, &b)
             }
             VarKind::UBoot if self.store.raw_redundant() => {
-                let b = ubootenv::encode(&vars, self.store.size(), true, flag.wrapping_add(1)).map_err(boot_err)?;
+                let b = ubootenv::encode(&vars, self.store.size(), true, flag.wrapping_add(1))
+                    .map_err(boot_err)?;
                 self.store.write_copy(1 - idx, &b)
             }
             VarKind::UBoot => {
@@ -171,10 +225,17 @@ struct RpiBackend {
 impl BootControl for RpiBackend {
     fn load(&mut self) -> Result<BootState, Error> {
         let copies = self.store.read_copies()?;
-        let Some(Some(b)) = copies.into_iter().next() else { return Ok(BootState::default()) };
+        let Some(Some(b)) = copies.into_iter().next() else {
+            return Ok(BootState::default());
+        };
         let text = String::from_utf8(b).map_err(|_| boot_err("autoboot.txt is not UTF-8"))?;
         let parts = self.parts;
-        rpi::decode(&text, |n| [Slot::A, Slot::B].into_iter().find(|s| parts[s.index()] == n)).map_err(boot_err)
+        rpi::decode(&text, |n| {
+            [Slot::A, Slot::B]
+                .into_iter()
+                .find(|s| parts[s.index()] == n)
+        })
+        .map_err(boot_err)
     }
 
     fn store(&mut self, st: &BootState) -> Result<(), Error> {

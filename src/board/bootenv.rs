@@ -19,14 +19,21 @@ pub struct BootState {
 
 impl Default for BootState {
     fn default() -> Self {
-        Self { order: vec![Slot::A], trial: None, left: [0, 0] }
+        Self {
+            order: vec![Slot::A],
+            trial: None,
+            left: [0, 0],
+        }
     }
 }
 
 impl BootState {
     /// The slot the bootloader will boot next, if any.
     pub fn next_boot(&self) -> Option<Slot> {
-        self.order.iter().copied().find(|&s| self.trial != Some(s) || self.left[s.index()] > 0)
+        self.order
+            .iter()
+            .copied()
+            .find(|&s| self.trial != Some(s) || self.left[s.index()] > 0)
     }
 
     /// Remove `slot` from the boot order (before writing it, or after it failed).
@@ -69,7 +76,10 @@ impl BootState {
         v.insert("BOOT_ORDER".into(), order.join(" "));
         v.insert("BOOT_A_LEFT".into(), self.left[0].to_string());
         v.insert("BOOT_B_LEFT".into(), self.left[1].to_string());
-        v.insert("FERRY_TRIAL".into(), self.trial.map(|s| s.letter()).unwrap_or("").to_string());
+        v.insert(
+            "FERRY_TRIAL".into(),
+            self.trial.map(|s| s.letter()).unwrap_or("").to_string(),
+        );
         v
     }
 
@@ -80,7 +90,8 @@ impl BootState {
         if let Some(o) = v.get("BOOT_ORDER") {
             let mut order = Vec::new();
             for w in o.split_whitespace() {
-                let s = Slot::parse(w).ok_or_else(|| format!("BOOT_ORDER has unknown slot {w:?}"))?;
+                let s =
+                    Slot::parse(w).ok_or_else(|| format!("BOOT_ORDER has unknown slot {w:?}"))?;
                 if !order.contains(&s) {
                     order.push(s);
                 }
@@ -89,12 +100,17 @@ impl BootState {
         }
         for (i, k) in ["BOOT_A_LEFT", "BOOT_B_LEFT"].iter().enumerate() {
             if let Some(x) = v.get(*k) {
-                st.left[i] = x.trim().parse().map_err(|_| format!("{k}={x:?} is not a number"))?;
+                st.left[i] = x
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{k}={x:?} is not a number"))?;
             }
         }
         st.trial = match v.get("FERRY_TRIAL").map(|s| s.trim()) {
             None | Some("") => None,
-            Some(s) => Some(Slot::parse(s).ok_or_else(|| format!("FERRY_TRIAL has unknown slot {s:?}"))?),
+            Some(s) => {
+                Some(Slot::parse(s).ok_or_else(|| format!("FERRY_TRIAL has unknown slot {s:?}"))?)
+            }
         };
         Ok(st)
     }
@@ -106,7 +122,10 @@ mod tests {
 
     #[test]
     fn trial_counts_down_then_falls_back() {
-        let st = BootState { order: vec![Slot::A], ..Default::default() };
+        let st = BootState {
+            order: vec![Slot::A],
+            ..Default::default()
+        };
         let armed = st.invalidate(Slot::B).arm_trial(Slot::B, 2);
         assert_eq!(armed.order, vec![Slot::B, Slot::A]);
         assert_eq!(armed.next_boot(), Some(Slot::B));
@@ -122,11 +141,18 @@ mod tests {
 
     #[test]
     fn vars_round_trip_and_defaults() {
-        let st = BootState { order: vec![Slot::B, Slot::A], trial: Some(Slot::B), left: [0, 3] };
+        let st = BootState {
+            order: vec![Slot::B, Slot::A],
+            trial: Some(Slot::B),
+            left: [0, 3],
+        };
         let v = st.to_vars(&Vars::new());
         assert_eq!(v["BOOT_ORDER"], "B A");
         assert_eq!(BootState::from_vars(&v).unwrap(), st);
-        assert_eq!(BootState::from_vars(&Vars::new()).unwrap(), BootState::default());
+        assert_eq!(
+            BootState::from_vars(&Vars::new()).unwrap(),
+            BootState::default()
+        );
         let mut bad = v.clone();
         bad.insert("BOOT_ORDER".into(), "A C".into());
         assert!(BootState::from_vars(&bad).is_err());

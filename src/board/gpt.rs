@@ -33,8 +33,8 @@ pub const fn guid(s: &str) -> [u8; 16] {
         i += 2;
     }
     [
-        raw[3], raw[2], raw[1], raw[0], raw[5], raw[4], raw[7], raw[6], raw[8], raw[9], raw[10], raw[11], raw[12],
-        raw[13], raw[14], raw[15],
+        raw[3], raw[2], raw[1], raw[0], raw[5], raw[4], raw[7], raw[6], raw[8], raw[9], raw[10],
+        raw[11], raw[12], raw[13], raw[14], raw[15],
     ]
 }
 
@@ -178,8 +178,11 @@ pub fn parse(primary: &[u8]) -> Result<Vec<Entry>, String> {
         if e[0..16].iter().all(|&b| b == 0) {
             continue;
         }
-        let units: Vec<u16> =
-            e[56..128].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+        let units: Vec<u16> = e[56..128]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&u| u != 0)
+            .collect();
         let mut type_guid = [0u8; 16];
         type_guid.copy_from_slice(&e[0..16]);
         let mut unique_guid = [0u8; 16];
@@ -207,8 +210,22 @@ mod tests {
     #[test]
     fn build_then_parse() {
         let entries = vec![
-            Entry { name: "boot".into(), type_guid: TYPE_ESP, unique_guid: derived_guid("1"), first_lba: 2048, last_lba: 4095, attributes: ATTR_LEGACY_BOOT },
-            Entry { name: "rootfs_a".into(), type_guid: TYPE_LINUX, unique_guid: derived_guid("2"), first_lba: 4096, last_lba: 8191, attributes: 0 },
+            Entry {
+                name: "boot".into(),
+                type_guid: TYPE_ESP,
+                unique_guid: derived_guid("1"),
+                first_lba: 2048,
+                last_lba: 4095,
+                attributes: ATTR_LEGACY_BOOT,
+            },
+            Entry {
+                name: "rootfs_a".into(),
+                type_guid: TYPE_LINUX,
+                unique_guid: derived_guid("2"),
+                first_lba: 4096,
+                last_lba: 8191,
+                attributes: 0,
+            },
         ];
         let (primary, backup) = build(&entries, 16384, derived_guid("disk"));
         assert_eq!(parse(&primary).unwrap(), entries);

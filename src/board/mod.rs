@@ -19,7 +19,9 @@ use serde::Deserialize;
 use crate::error::Error;
 
 /// One of the two slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Slot {
     A,
@@ -106,9 +108,19 @@ fn default_fs() -> Fs {
 #[serde(untagged, deny_unknown_fields)]
 pub enum EnvLocation {
     /// A file on a FAT partition (`uboot.env`, `grubenv`, `autoboot.txt`).
-    File { partition: String, file: String, #[serde(default)] size: usize },
+    File {
+        partition: String,
+        file: String,
+        #[serde(default)]
+        size: usize,
+    },
     /// Raw bytes at disk offsets, optionally a redundant second copy.
-    Raw { offset: u64, size: usize, #[serde(default)] redundant_offset: Option<u64> },
+    Raw {
+        offset: u64,
+        size: usize,
+        #[serde(default)]
+        redundant_offset: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -154,18 +166,31 @@ pub struct Board {
     pub boot_files: std::collections::BTreeMap<String, String>,
 }
 
+/// A shipped board: name, board file, extra files (name, contents).
+pub type BuiltinBoard = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
 /// Board files shipped with ferry, embedded at build time.
-pub const BUILTIN: &[(&str, &str, &[(&str, &str)])] = &[
+pub const BUILTIN: &[BuiltinBoard] = &[
     (
         "qemu-aarch64-virt",
         include_str!("../../board/qemu-aarch64-virt.toml"),
-        &[("boot.cmd", include_str!("../../board/qemu-aarch64-virt/boot.cmd"))],
+        &[(
+            "boot.cmd",
+            include_str!("../../board/qemu-aarch64-virt/boot.cmd"),
+        )],
     ),
-    ("raspberry-pi-4", include_str!("../../board/raspberry-pi-4.toml"), &[]),
+    (
+        "raspberry-pi-4",
+        include_str!("../../board/raspberry-pi-4.toml"),
+        &[],
+    ),
     (
         "generic-uboot-emmc",
         include_str!("../../board/generic-uboot-emmc.toml"),
-        &[("boot.cmd", include_str!("../../board/generic-uboot-emmc/boot.cmd"))],
+        &[(
+            "boot.cmd",
+            include_str!("../../board/generic-uboot-emmc/boot.cmd"),
+        )],
     ),
     ("x86-grub", include_str!("../../board/x86-grub.toml"), &[]),
 ];
@@ -174,7 +199,10 @@ pub const BUILTIN: &[(&str, &str, &[(&str, &str)])] = &[
 pub const FIRST_MIB: u64 = 1;
 
 fn cfg_err(path: &str, detail: impl Into<String>) -> Error {
-    Error::Config { path: path.into(), detail: detail.into() }
+    Error::Config {
+        path: path.into(),
+        detail: detail.into(),
+    }
 }
 
 impl Board {
@@ -187,7 +215,10 @@ impl Board {
     /// A board by name (embedded) or by path to a `.toml` file.
     pub fn load(name_or_path: &str) -> Result<(Board, Vec<(String, String)>), Error> {
         if let Some((_, text, files)) = BUILTIN.iter().find(|(n, _, _)| *n == name_or_path) {
-            let files = files.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let files = files
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             return Ok((Board::parse(text, name_or_path)?, files));
         }
         let p = Path::new(name_or_path);
@@ -196,7 +227,8 @@ impl Board {
         let mut files = Vec::new();
         if let (Some(script), Some(dir)) = (&b.bootloader.script, p.parent()) {
             let sp = dir.join(&b.name).join(script);
-            let s = std::fs::read_to_string(&sp).map_err(|e| Error::io("read boot script", &sp, e))?;
+            let s =
+                std::fs::read_to_string(&sp).map_err(|e| Error::io("read boot script", &sp, e))?;
             files.push((script.clone(), s));
         }
         Ok((b, files))
@@ -205,12 +237,18 @@ impl Board {
     fn validate(&self, origin: &str) -> Result<(), Error> {
         use crate::bundle::manifest::safe_name;
         if !safe_name(&self.name) || !safe_name(&self.compatible) {
-            return Err(cfg_err(origin, "board name and compatible must be safe names"));
+            return Err(cfg_err(
+                origin,
+                "board name and compatible must be safe names",
+            ));
         }
         let mut names = std::collections::BTreeSet::new();
         for p in &self.partitions {
             if !safe_name(&p.name) || p.name.len() > 36 {
-                return Err(cfg_err(origin, format!("partition name {:?} is not safe", p.name)));
+                return Err(cfg_err(
+                    origin,
+                    format!("partition name {:?} is not safe", p.name),
+                ));
             }
             if !names.insert(p.name.as_str()) {
                 return Err(cfg_err(origin, format!("duplicate partition {:?}", p.name)));
@@ -221,10 +259,21 @@ impl Board {
             match (p.kind, &p.slot, &p.target) {
                 (PartKind::Slot, Some(_), Some(t)) if safe_name(t) => {}
                 (PartKind::Slot, _, _) => {
-                    return Err(cfg_err(origin, format!("slot partition {} needs slot and a safe target", p.name)))
+                    return Err(cfg_err(
+                        origin,
+                        format!("slot partition {} needs slot and a safe target", p.name),
+                    ))
                 }
                 (_, None, None) => {}
-                _ => return Err(cfg_err(origin, format!("partition {}: only slot partitions have slot/target", p.name))),
+                _ => {
+                    return Err(cfg_err(
+                        origin,
+                        format!(
+                            "partition {}: only slot partitions have slot/target",
+                            p.name
+                        ),
+                    ))
+                }
             }
         }
         for slot in [Slot::A, Slot::B] {
@@ -232,7 +281,10 @@ impl Board {
             let n = t.len();
             t.dedup();
             if n == 0 || t.len() != n {
-                return Err(cfg_err(origin, format!("slot {slot} needs at least one partition and unique targets")));
+                return Err(cfg_err(
+                    origin,
+                    format!("slot {slot} needs at least one partition and unique targets"),
+                ));
             }
         }
         let mut ta: Vec<&str> = self.slot_targets(Slot::A).collect();
@@ -244,11 +296,24 @@ impl Board {
         }
         let used: u64 = self.partitions.iter().map(|p| p.size_mib).sum::<u64>() + FIRST_MIB + 1;
         if used > self.disk_size_mib {
-            return Err(cfg_err(origin, format!("partitions need {used} MiB, disk_size_mib is {}", self.disk_size_mib)));
+            return Err(cfg_err(
+                origin,
+                format!(
+                    "partitions need {used} MiB, disk_size_mib is {}",
+                    self.disk_size_mib
+                ),
+            ));
         }
         if let EnvLocation::File { partition, .. } = &self.bootloader.env {
-            if !self.partitions.iter().any(|p| &p.name == partition && p.fs == Fs::Fat) {
-                return Err(cfg_err(origin, format!("bootloader env partition {partition:?} is not a FAT partition")));
+            if !self
+                .partitions
+                .iter()
+                .any(|p| &p.name == partition && p.fs == Fs::Fat)
+            {
+                return Err(cfg_err(
+                    origin,
+                    format!("bootloader env partition {partition:?} is not a FAT partition"),
+                ));
             }
         }
         if self.bootloader.attempts == 0 || self.bootloader.attempts > 9 {
@@ -266,12 +331,17 @@ impl Board {
 
     /// The partition receiving `target` in `slot`.
     pub fn slot_partition(&self, slot: Slot, target: &str) -> Option<&Partition> {
-        self.partitions.iter().find(|p| p.kind == PartKind::Slot && p.slot == Some(slot) && p.target.as_deref() == Some(target))
+        self.partitions.iter().find(|p| {
+            p.kind == PartKind::Slot && p.slot == Some(slot) && p.target.as_deref() == Some(target)
+        })
     }
 
     /// 1-based partition number of a partition (as in /dev/vdaN).
     pub fn part_number(&self, name: &str) -> Option<usize> {
-        self.partitions.iter().position(|p| p.name == name).map(|i| i + 1)
+        self.partitions
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| i + 1)
     }
 
     /// The layout as GPT entries, 1 MiB aligned, in file order.
@@ -291,7 +361,11 @@ impl Board {
                     unique_guid: gpt::derived_guid(&format!("{}/{}", self.name, p.name)),
                     first_lba: lba,
                     last_lba: lba + n - 1,
-                    attributes: if p.kind == PartKind::Boot { gpt::ATTR_LEGACY_BOOT } else { 0 },
+                    attributes: if p.kind == PartKind::Boot {
+                        gpt::ATTR_LEGACY_BOOT
+                    } else {
+                        0
+                    },
                 };
                 lba += n;
                 e
@@ -311,9 +385,14 @@ mod tests {
             assert_eq!(&b.name, name);
             let layout = b.layout();
             assert_eq!(layout.len(), b.partitions.len());
-            assert!(layout.last().unwrap().last_lba < b.disk_size_mib * 2048 - gpt::reserved_tail());
+            assert!(
+                layout.last().unwrap().last_lba < b.disk_size_mib * 2048 - gpt::reserved_tail()
+            );
             for s in [Slot::A, Slot::B] {
-                assert!(b.slot_partition(s, "rootfs").is_some(), "{name} has no rootfs in {s}");
+                assert!(
+                    b.slot_partition(s, "rootfs").is_some(),
+                    "{name} has no rootfs in {s}"
+                );
             }
         }
     }

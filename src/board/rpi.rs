@@ -8,8 +8,16 @@ use super::Slot;
 
 /// Render autoboot.txt for a state; `part` maps a slot to its boot partition number.
 pub fn encode(st: &BootState, part: impl Fn(Slot) -> usize) -> String {
-    let committed = st.order.iter().copied().find(|&s| st.trial != Some(s)).unwrap_or(Slot::A);
-    let trial = st.trial.filter(|&s| st.left[s.index()] > 0).unwrap_or(committed);
+    let committed = st
+        .order
+        .iter()
+        .copied()
+        .find(|&s| st.trial != Some(s))
+        .unwrap_or(Slot::A);
+    let trial = st
+        .trial
+        .filter(|&s| st.left[s.index()] > 0)
+        .unwrap_or(committed);
     format!(
         "# written by ferry: [all] is the committed slot, [tryboot] the trial slot\n[all]\ntryboot_a_b=1\nboot_partition={}\n[tryboot]\nboot_partition={}\n",
         part(committed),
@@ -25,8 +33,12 @@ pub fn decode(text: &str, slot: impl Fn(usize) -> Option<Slot>) -> Result<BootSt
         if line.starts_with('[') {
             section = line.trim_matches(|c| c == '[' || c == ']');
         } else if let Some(v) = line.strip_prefix("boot_partition=") {
-            let n: usize = v.trim().parse().map_err(|_| format!("boot_partition={v:?} is not a number"))?;
-            let s = slot(n).ok_or_else(|| format!("boot_partition={n} is not a slot's boot partition"))?;
+            let n: usize = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("boot_partition={v:?} is not a number"))?;
+            let s = slot(n)
+                .ok_or_else(|| format!("boot_partition={n} is not a slot's boot partition"))?;
             match section {
                 "all" => all = Some(s),
                 "tryboot" => tryb = Some(s),
@@ -35,7 +47,11 @@ pub fn decode(text: &str, slot: impl Fn(usize) -> Option<Slot>) -> Result<BootSt
         }
     }
     let committed = all.ok_or("autoboot.txt has no [all] boot_partition")?;
-    let mut st = BootState { order: vec![committed], trial: None, left: [0, 0] };
+    let mut st = BootState {
+        order: vec![committed],
+        trial: None,
+        left: [0, 0],
+    };
     if let Some(t) = tryb.filter(|&t| t != committed) {
         st.order.insert(0, t);
         st.trial = Some(t);

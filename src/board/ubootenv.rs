@@ -101,7 +101,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vars {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -135,7 +138,12 @@ mod tests {
         let b = Some((vars(&[("v", "2")]), 5));
         assert_eq!(pick([a.clone(), b.clone()]).unwrap().2, 1);
         assert_eq!(pick([a.clone(), None]).unwrap().2, 0);
-        assert_eq!(pick([Some((vars(&[]), 0)), Some((vars(&[]), 255))]).unwrap().2, 0);
+        assert_eq!(
+            pick([Some((vars(&[]), 0)), Some((vars(&[]), 255))])
+                .unwrap()
+                .2,
+            0
+        );
         assert!(pick([None, None]).is_none());
     }
 }

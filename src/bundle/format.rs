@@ -52,7 +52,8 @@ impl Header {
             return Err(BundleError::BadManifest("empty manifest".into()));
         }
         let sigs_len = word(16);
-        if sigs_len as usize % SIG_ENTRY_LEN != 0 || sigs_len as usize > MAX_SIGNATURES * SIG_ENTRY_LEN
+        if sigs_len as usize % SIG_ENTRY_LEN != 0
+            || sigs_len as usize > MAX_SIGNATURES * SIG_ENTRY_LEN
         {
             return Err(BundleError::BadSignatureBlock(format!(
                 "length {sigs_len} is not a multiple of {SIG_ENTRY_LEN} up to {} entries",
@@ -62,7 +63,11 @@ impl Header {
         if word(20) != 0 {
             return Err(BundleError::BadHeader("reserved field is not zero"));
         }
-        Ok(Self { format, manifest_len, sigs_len })
+        Ok(Self {
+            format,
+            manifest_len,
+            sigs_len,
+        })
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {
@@ -92,7 +97,10 @@ pub fn parse_signatures(b: &[u8]) -> Result<Vec<SignatureEntry>, BundleError> {
         return Err(BundleError::BadSignatureBlock("partial entry".into()));
     }
     if b.is_empty() {
-        return Err(BundleError::NotEnoughSignatures { valid: 0, required: 1 });
+        return Err(BundleError::NotEnoughSignatures {
+            valid: 0,
+            required: 1,
+        });
     }
     Ok(b.chunks_exact(SIG_ENTRY_LEN)
         .map(|e| {
@@ -150,7 +158,11 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_limits() {
-        let h = Header { format: 1, manifest_len: 100, sigs_len: 72 };
+        let h = Header {
+            format: 1,
+            manifest_len: 100,
+            sigs_len: 72,
+        };
         assert_eq!(Header::parse(&h.encode()).unwrap(), h);
         assert_eq!(h.payload_offset(), 24 + 100 + 72);
 
@@ -158,18 +170,34 @@ mod tests {
         b[0] = b'X';
         assert!(matches!(Header::parse(&b), Err(BundleError::BadMagic)));
 
-        let big = Header { manifest_len: MAX_MANIFEST + 1, ..h }.encode();
-        assert!(matches!(Header::parse(&big), Err(BundleError::ManifestTooLarge { .. })));
+        let big = Header {
+            manifest_len: MAX_MANIFEST + 1,
+            ..h
+        }
+        .encode();
+        assert!(matches!(
+            Header::parse(&big),
+            Err(BundleError::ManifestTooLarge { .. })
+        ));
 
         let v2 = Header { format: 2, ..h }.encode();
-        assert!(matches!(Header::parse(&v2), Err(BundleError::UnsupportedFormat(2))));
+        assert!(matches!(
+            Header::parse(&v2),
+            Err(BundleError::UnsupportedFormat(2))
+        ));
 
         let odd = Header { sigs_len: 71, ..h }.encode();
-        assert!(matches!(Header::parse(&odd), Err(BundleError::BadSignatureBlock(_))));
+        assert!(matches!(
+            Header::parse(&odd),
+            Err(BundleError::BadSignatureBlock(_))
+        ));
 
         let mut reserved = h.encode();
         reserved[23] = 1;
-        assert!(matches!(Header::parse(&reserved), Err(BundleError::BadHeader(_))));
+        assert!(matches!(
+            Header::parse(&reserved),
+            Err(BundleError::BadHeader(_))
+        ));
     }
 
     #[test]

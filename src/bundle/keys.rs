@@ -43,12 +43,18 @@ impl PublicKey {
         if it.next() != Some(PUB_TAG) {
             return Err(format!("not a ferry public key (expected {PUB_TAG})"));
         }
-        let bytes = it.next().and_then(unhex::<32>).ok_or("key is not 64 hex digits")?;
+        let bytes = it
+            .next()
+            .and_then(unhex::<32>)
+            .ok_or("key is not 64 hex digits")?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| "not a valid ed25519 point")?;
         if key.is_weak() {
             return Err("weak ed25519 key refused".into());
         }
-        Ok(Self { name: it.next().unwrap_or("unnamed").to_string(), key })
+        Ok(Self {
+            name: it.next().unwrap_or("unnamed").to_string(),
+            key,
+        })
     }
 }
 
@@ -66,11 +72,17 @@ impl std::fmt::Debug for SecretKey {
 
 impl SecretKey {
     pub fn from_seed(name: &str, seed: [u8; 32]) -> Self {
-        Self { name: name.to_string(), key: SigningKey::from_bytes(&seed) }
+        Self {
+            name: name.to_string(),
+            key: SigningKey::from_bytes(&seed),
+        }
     }
 
     pub fn public(&self) -> PublicKey {
-        PublicKey { name: self.name.clone(), key: self.key.verifying_key() }
+        PublicKey {
+            name: self.name.clone(),
+            key: self.key.verifying_key(),
+        }
     }
 
     pub fn encode(&self) -> String {
@@ -82,7 +94,10 @@ impl SecretKey {
         if it.next() != Some(SECRET_TAG) {
             return Err(format!("not a ferry secret key (expected {SECRET_TAG})"));
         }
-        let seed = it.next().and_then(unhex::<32>).ok_or("seed is not 64 hex digits")?;
+        let seed = it
+            .next()
+            .and_then(unhex::<32>)
+            .ok_or("seed is not 64 hex digits")?;
         Ok(Self::from_seed(it.next().unwrap_or("unnamed"), seed))
     }
 
@@ -109,7 +124,10 @@ impl Keyring {
                 uniq.push(k);
             }
         }
-        Self { keys: uniq, threshold: threshold.max(1) }
+        Self {
+            keys: uniq,
+            threshold: threshold.max(1),
+        }
     }
 
     pub fn keys(&self) -> &[PublicKey] {
@@ -129,19 +147,28 @@ impl Keyring {
             let sig = Signature::from_bytes(&s.signature);
             k.key
                 .verify_strict(msg, &sig)
-                .map_err(|_| BundleError::BadSignature { key_id: hex(&s.key_id) })?;
+                .map_err(|_| BundleError::BadSignature {
+                    key_id: hex(&s.key_id),
+                })?;
             if !ok.contains(&s.key_id) {
                 ok.push(s.key_id);
             }
         }
         if ok.len() < self.threshold {
-            return Err(BundleError::NotEnoughSignatures { valid: ok.len(), required: self.threshold });
+            return Err(BundleError::NotEnoughSignatures {
+                valid: ok.len(),
+                required: self.threshold,
+            });
         }
         Ok(ok)
     }
 
     /// Load public keys from files and from `*.pub` files in directories.
-    pub fn load(files: &[impl AsRef<Path>], dirs: &[impl AsRef<Path>], threshold: usize) -> Result<Self, Error> {
+    pub fn load(
+        files: &[impl AsRef<Path>],
+        dirs: &[impl AsRef<Path>],
+        threshold: usize,
+    ) -> Result<Self, Error> {
         let mut keys = Vec::new();
         for f in files {
             keys.push(read_public(f.as_ref())?);
@@ -151,12 +178,17 @@ impl Keyring {
             let rd = std::fs::read_dir(d).map_err(|e| Error::io("read keyring", d, e))?;
             let mut paths: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
             paths.sort();
-            for p in paths.iter().filter(|p| p.extension().is_some_and(|x| x == "pub")) {
+            for p in paths
+                .iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+            {
                 keys.push(read_public(p)?);
             }
         }
         if keys.is_empty() {
-            return Err(Error::Usage("no trusted public keys given (--key or --keyring)".into()));
+            return Err(Error::Usage(
+                "no trusted public keys given (--key or --keyring)".into(),
+            ));
         }
         Ok(Self::new(keys, threshold))
     }
@@ -164,19 +196,27 @@ impl Keyring {
 
 pub fn read_public(path: &Path) -> Result<PublicKey, Error> {
     let text = read_small(path)?;
-    PublicKey::parse(&text).map_err(|detail| Error::Key { path: path.into(), detail })
+    PublicKey::parse(&text).map_err(|detail| Error::Key {
+        path: path.into(),
+        detail,
+    })
 }
 
 pub fn read_secret(path: &Path) -> Result<SecretKey, Error> {
     let text = read_small(path)?;
-    SecretKey::parse(&text).map_err(|detail| Error::Key { path: path.into(), detail })
+    SecretKey::parse(&text).map_err(|detail| Error::Key {
+        path: path.into(),
+        detail,
+    })
 }
 
 fn read_small(path: &Path) -> Result<String, Error> {
     use std::io::Read as _;
     let f = std::fs::File::open(path).map_err(|e| Error::io("open key", path, e))?;
     let mut s = String::new();
-    f.take(4096).read_to_string(&mut s).map_err(|e| Error::io("read key", path, e))?;
+    f.take(4096)
+        .read_to_string(&mut s)
+        .map_err(|e| Error::io("read key", path, e))?;
     Ok(s)
 }
 
@@ -207,13 +247,28 @@ mod tests {
         let ring = Keyring::new(vec![a.public(), b.public()], 2);
         // two signatures by the same key count once
         let same = [a.sign(msg), a.sign(msg)];
-        assert!(matches!(ring.verify(msg, &same), Err(BundleError::NotEnoughSignatures { valid: 1, required: 2 })));
+        assert!(matches!(
+            ring.verify(msg, &same),
+            Err(BundleError::NotEnoughSignatures {
+                valid: 1,
+                required: 2
+            })
+        ));
         // an untrusted signer does not count
         let untrusted = [a.sign(msg), c.sign(msg)];
-        assert!(matches!(ring.verify(msg, &untrusted), Err(BundleError::NotEnoughSignatures { valid: 1, .. })));
-        assert_eq!(ring.verify(msg, &[a.sign(msg), b.sign(msg)]).unwrap().len(), 2);
+        assert!(matches!(
+            ring.verify(msg, &untrusted),
+            Err(BundleError::NotEnoughSignatures { valid: 1, .. })
+        ));
+        assert_eq!(
+            ring.verify(msg, &[a.sign(msg), b.sign(msg)]).unwrap().len(),
+            2
+        );
         // a trusted signature over other bytes is tampering
         let wrong = [a.sign(b"other"), b.sign(msg)];
-        assert!(matches!(ring.verify(msg, &wrong), Err(BundleError::BadSignature { .. })));
+        assert!(matches!(
+            ring.verify(msg, &wrong),
+            Err(BundleError::BadSignature { .. })
+        ));
     }
 }

@@ -137,7 +137,8 @@ pub fn safe_name(s: &str) -> bool {
         && s.len() <= 64
         && s != "."
         && s != ".."
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 fn bad(msg: impl Into<String>) -> BundleError {
@@ -161,14 +162,25 @@ impl Manifest {
         if self.format != MANIFEST_FORMAT {
             return Err(BundleError::UnsupportedFormat(self.format));
         }
-        if let Some(r) = self.requires.iter().find(|r| !SUPPORTED_REQUIREMENTS.contains(&r.as_str())) {
+        if let Some(r) = self
+            .requires
+            .iter()
+            .find(|r| !SUPPORTED_REQUIREMENTS.contains(&r.as_str()))
+        {
             return Err(BundleError::UnknownRequirement(r.clone()));
         }
         if !safe_name(&self.compatible) {
-            return Err(bad(format!("compatible {:?} is not a safe board name", self.compatible)));
+            return Err(bad(format!(
+                "compatible {:?} is not a safe board name",
+                self.compatible
+            )));
         }
-        if !self.chunk_size.is_power_of_two() || !(MIN_CHUNK..=MAX_CHUNK).contains(&self.chunk_size) {
-            return Err(bad(format!("chunk_size {} is not a power of two in 64 KiB..16 MiB", self.chunk_size)));
+        if !self.chunk_size.is_power_of_two() || !(MIN_CHUNK..=MAX_CHUNK).contains(&self.chunk_size)
+        {
+            return Err(bad(format!(
+                "chunk_size {} is not a power of two in 64 KiB..16 MiB",
+                self.chunk_size
+            )));
         }
         if self.payloads.is_empty() {
             return Err(bad("no payloads"));
@@ -210,7 +222,10 @@ impl Manifest {
             let mut total = 0u64;
             for (i, c) in p.chunks.iter().enumerate() {
                 if c.size == 0 || u64::from(c.size) > bound {
-                    return Err(bad(format!("payload {}: chunk {i} size {} out of range", p.name, c.size)));
+                    return Err(bad(format!(
+                        "payload {}: chunk {i} size {} out of range",
+                        p.name, c.size
+                    )));
                 }
                 total += u64::from(c.size);
             }
@@ -221,7 +236,10 @@ impl Manifest {
                 )));
             }
             if chunk_root(&p.chunks) != p.sha256 {
-                return Err(bad(format!("payload {}: sha256 does not match its chunk list", p.name)));
+                return Err(bad(format!(
+                    "payload {}: sha256 does not match its chunk list",
+                    p.name
+                )));
             }
         }
         Ok(())
@@ -245,8 +263,14 @@ pub(crate) mod tests {
 
     pub fn sample() -> Manifest {
         let chunks = vec![
-            Chunk { size: 10, sha256: Sha256Digest::of(b"a") },
-            Chunk { size: 20, sha256: Sha256Digest::of(b"b") },
+            Chunk {
+                size: 10,
+                sha256: Sha256Digest::of(b"a"),
+            },
+            Chunk {
+                size: 20,
+                sha256: Sha256Digest::of(b"b"),
+            },
         ];
         Manifest {
             format: 1,
@@ -291,30 +315,52 @@ pub(crate) mod tests {
 
     #[test]
     fn rules_are_enforced() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Manifest)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("size lie", Box::new(|m| m.payloads[0].size += 1)),
-            ("chunk count", Box::new(|m| m.payloads[0].installed_size = 5)),
-            ("traversal name", Box::new(|m| m.payloads[0].name = "../etc".into())),
-            ("traversal target", Box::new(|m| m.payloads[0].target = "a/b".into())),
+            (
+                "chunk count",
+                Box::new(|m| m.payloads[0].installed_size = 5),
+            ),
+            (
+                "traversal name",
+                Box::new(|m| m.payloads[0].name = "../etc".into()),
+            ),
+            (
+                "traversal target",
+                Box::new(|m| m.payloads[0].target = "a/b".into()),
+            ),
             ("board", Box::new(|m| m.compatible = String::new())),
             ("chunk size", Box::new(|m| m.chunk_size = 3000)),
             ("window", Box::new(|m| m.payloads[0].window_log_max = 31)),
-            ("root", Box::new(|m| m.payloads[0].sha256 = Sha256Digest::of(b"z"))),
-            ("huge chunk", Box::new(|m| {
-                m.payloads[0].chunks[0].size = u32::MAX;
-                m.payloads[0].size = u64::from(u32::MAX) + 20;
-            })),
-            ("dup", Box::new(|m| {
-                let p = m.payloads[0].clone();
-                m.payloads.push(p);
-            })),
+            (
+                "root",
+                Box::new(|m| m.payloads[0].sha256 = Sha256Digest::of(b"z")),
+            ),
+            (
+                "huge chunk",
+                Box::new(|m| {
+                    m.payloads[0].chunks[0].size = u32::MAX;
+                    m.payloads[0].size = u64::from(u32::MAX) + 20;
+                }),
+            ),
+            (
+                "dup",
+                Box::new(|m| {
+                    let p = m.payloads[0].clone();
+                    m.payloads.push(p);
+                }),
+            ),
             ("no payloads", Box::new(|m| m.payloads.clear())),
         ];
         for (what, f) in cases {
             let mut m = sample();
             f(&mut m);
             assert!(
-                matches!(Manifest::parse(&m.to_bytes()), Err(BundleError::BadManifest(_))),
+                matches!(
+                    Manifest::parse(&m.to_bytes()),
+                    Err(BundleError::BadManifest(_))
+                ),
                 "{what} accepted"
             );
         }

@@ -51,7 +51,11 @@ pub fn chunk_offset(b: &OpenedBundle, pos: Position) -> u64 {
     let mut off = b.header.payload_offset();
     for (i, p) in b.manifest.payloads.iter().enumerate() {
         if i == pos.payload {
-            return off + p.chunks[..pos.chunk.min(p.chunks.len())].iter().map(|c| u64::from(c.size)).sum::<u64>();
+            return off
+                + p.chunks[..pos.chunk.min(p.chunks.len())]
+                    .iter()
+                    .map(|c| u64::from(c.size))
+                    .sum::<u64>();
         }
         off += p.size;
     }
@@ -60,7 +64,9 @@ pub fn chunk_offset(b: &OpenedBundle, pos: Position) -> u64 {
 
 fn read_exact_or(r: &mut impl Read, buf: &mut [u8], what: &str) -> Result<(), Error> {
     r.read_exact(buf).map_err(|e| match e.kind() {
-        ErrorKind::UnexpectedEof => Error::Bundle(BundleError::Truncated { what: what.to_string() }),
+        ErrorKind::UnexpectedEof => Error::Bundle(BundleError::Truncated {
+            what: what.to_string(),
+        }),
         _ => Error::io("read bundle", what, e),
     })
 }
@@ -151,11 +157,21 @@ fn read_stage<R: Read>(
         for (p, pl) in m.payloads.iter().enumerate().skip(start.payload) {
             let first = if p == start.payload { start.chunk } else { 0 };
             for (c, ch) in pl.chunks.iter().enumerate().skip(first) {
-                let Ok(mut buf) = free.recv() else { return Ok(()) };
+                let Ok(mut buf) = free.recv() else {
+                    return Ok(());
+                };
                 buf.resize(ch.size as usize, 0);
-                read_exact_or(&mut src, &mut buf, &format!("payload {} chunk {c}", pl.name))?;
+                read_exact_or(
+                    &mut src,
+                    &mut buf,
+                    &format!("payload {} chunk {c}", pl.name),
+                )?;
                 if Sha256Digest(Sha256::digest(&buf).into()) != ch.sha256 {
-                    return Err(BundleError::ChunkDigest { payload: pl.name.clone(), chunk: c }.into());
+                    return Err(BundleError::ChunkDigest {
+                        payload: pl.name.clone(),
+                        chunk: c,
+                    }
+                    .into());
                 }
                 if tx.send(Ok(Verified::Chunk { p, c, buf })).is_err() {
                     return Ok(());
@@ -201,26 +217,36 @@ fn decode_stage(
                 Verified::Chunk { p, c, buf } => {
                     let pl = &m.payloads[p];
                     if window != Some(pl.window_log_max) {
-                        dec.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(pl.window_log_max))
-                            .map_err(|e| Error::io("configure zstd decoder", "zstd", e))?;
+                        dec.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(
+                            pl.window_log_max,
+                        ))
+                        .map_err(|e| Error::io("configure zstd decoder", "zstd", e))?;
                         window = Some(pl.window_log_max);
                     }
                     let want = m.chunk_len(pl, c);
                     check_frame(pl, c, &buf, want)?;
-                    let Ok(mut out) = free_out.recv() else { return Ok(()) };
+                    let Ok(mut out) = free_out.recv() else {
+                        return Ok(());
+                    };
                     out.resize(want, 0);
-                    let n = dec.decompress_to_buffer(&buf[..], &mut out[..]).map_err(|e| {
-                        let detail = e.to_string();
-                        if detail.contains("too small") {
-                            BundleError::ChunkSize {
-                                payload: pl.name.clone(),
-                                chunk: c,
-                                detail: format!("decompresses to more than {want} bytes"),
+                    let n = dec
+                        .decompress_to_buffer(&buf[..], &mut out[..])
+                        .map_err(|e| {
+                            let detail = e.to_string();
+                            if detail.contains("too small") {
+                                BundleError::ChunkSize {
+                                    payload: pl.name.clone(),
+                                    chunk: c,
+                                    detail: format!("decompresses to more than {want} bytes"),
+                                }
+                            } else {
+                                BundleError::Decompress {
+                                    payload: pl.name.clone(),
+                                    chunk: c,
+                                    detail,
+                                }
                             }
-                        } else {
-                            BundleError::Decompress { payload: pl.name.clone(), chunk: c, detail }
-                        }
-                    })?;
+                        })?;
                     if n != want {
                         return Err(BundleError::ChunkSize {
                             payload: pl.name.clone(),
@@ -246,14 +272,25 @@ fn decode_stage(
 /// Refuse a frame whose window exceeds the payload's limit or whose declared
 /// content size is not the chunk's, before the decoder sees it.
 fn check_frame(pl: &Payload, c: usize, buf: &[u8], want: usize) -> Result<(), BundleError> {
-    let bad = |detail: String| BundleError::Decompress { payload: pl.name.clone(), chunk: c, detail };
+    let bad = |detail: String| BundleError::Decompress {
+        payload: pl.name.clone(),
+        chunk: c,
+        detail,
+    };
     let h = super::zframe::parse(buf).map_err(|e| bad(e.to_string()))?;
     let limit = 1u64 << pl.window_log_max;
     if h.window_size > limit {
-        return Err(bad(format!("frame window {} exceeds the limit {limit} (window_log_max {})", h.window_size, pl.window_log_max)));
+        return Err(bad(format!(
+            "frame window {} exceeds the limit {limit} (window_log_max {})",
+            h.window_size, pl.window_log_max
+        )));
     }
     if let Some(n) = h.content_size.filter(|&n| n != want as u64) {
-        return Err(BundleError::ChunkSize { payload: pl.name.clone(), chunk: c, detail: format!("frame declares {n} bytes, expected {want}") });
+        return Err(BundleError::ChunkSize {
+            payload: pl.name.clone(),
+            chunk: c,
+            detail: format!("frame declares {n} bytes, expected {want}"),
+        });
     }
     Ok(())
 }
@@ -336,16 +373,26 @@ impl PayloadSink for DigestSink {
         Ok(())
     }
     fn finish(&mut self, _: usize, p: &Payload) -> Result<(), Error> {
-        let got = self.hasher.take().map(|h| Sha256Digest(h.finalize().into()));
+        let got = self
+            .hasher
+            .take()
+            .map(|h| Sha256Digest(h.finalize().into()));
         if got != Some(p.installed_sha256) {
-            return Err(BundleError::InstalledDigest { payload: p.name.clone() }.into());
+            return Err(BundleError::InstalledDigest {
+                payload: p.name.clone(),
+            }
+            .into());
         }
         Ok(())
     }
 }
 
 /// Open, authenticate and fully verify a bundle from a reader.
-pub fn verify(mut r: impl Read + Send, keyring: &Keyring, sink: &mut DigestSink) -> Result<OpenedBundle, Error> {
+pub fn verify(
+    mut r: impl Read + Send,
+    keyring: &Keyring,
+    sink: &mut DigestSink,
+) -> Result<OpenedBundle, Error> {
     let b = open(&mut r, Some(keyring))?;
     stream(r, &b, Position::default(), true, sink)?;
     Ok(b)

@@ -13,7 +13,9 @@ use sha2::{Digest as _, Sha256};
 
 use super::format::{encode_signatures, Header, FORMAT_VERSION, MAX_MANIFEST};
 use super::keys::SecretKey;
-use super::manifest::{chunk_root, safe_name, Chunk, Compression, Manifest, Payload, Sha256Digest, MANIFEST_FORMAT};
+use super::manifest::{
+    chunk_root, safe_name, Chunk, Compression, Manifest, Payload, Sha256Digest, MANIFEST_FORMAT,
+};
 use crate::error::{BundleError, Error};
 
 /// One input file and where it goes.
@@ -48,15 +50,26 @@ pub fn create(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Manifest, Error> {
     if keys.is_empty() {
-        return Err(Error::Usage("at least one --key is required to sign a bundle".into()));
+        return Err(Error::Usage(
+            "at least one --key is required to sign a bundle".into(),
+        ));
     }
     for i in inputs {
         if !safe_name(&i.name) || !safe_name(&i.target) {
-            return Err(Error::Usage(format!("payload name/target {:?}/{:?} is not safe", i.name, i.target)));
+            return Err(Error::Usage(format!(
+                "payload name/target {:?}/{:?} is not safe",
+                i.name, i.target
+            )));
         }
     }
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let fname = output.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let fname = output
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let spool_path = dir.join(format!(".{fname}.payloads.tmp"));
     let out_tmp = dir.join(format!(".{fname}.tmp"));
     let result = (|| {
@@ -89,18 +102,28 @@ pub fn create(
         manifest.validate().map_err(Error::Bundle)?;
         let mbytes = manifest.to_bytes();
         if mbytes.len() > MAX_MANIFEST as usize {
-            return Err(BundleError::ManifestTooLarge { len: mbytes.len() as u64, max: MAX_MANIFEST.into() }.into());
+            return Err(BundleError::ManifestTooLarge {
+                len: mbytes.len() as u64,
+                max: MAX_MANIFEST.into(),
+            }
+            .into());
         }
         let sigs: Vec<_> = keys.iter().map(|k| k.sign(&mbytes)).collect();
         let sbytes = encode_signatures(&sigs);
-        let header = Header { format: FORMAT_VERSION, manifest_len: mbytes.len() as u32, sigs_len: sbytes.len() as u32 };
+        let header = Header {
+            format: FORMAT_VERSION,
+            manifest_len: mbytes.len() as u32,
+            sigs_len: sbytes.len() as u32,
+        };
         let out = File::create(&out_tmp).map_err(|e| Error::io("create", &out_tmp, e))?;
         let mut w = BufWriter::with_capacity(1 << 20, out);
         let werr = |e| Error::io("write", &out_tmp, e);
         w.write_all(&header.encode()).map_err(werr)?;
         w.write_all(&mbytes).map_err(werr)?;
         w.write_all(&sbytes).map_err(werr)?;
-        spool.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seek", &spool_path, e))?;
+        spool
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io("seek", &spool_path, e))?;
         std::io::copy(&mut spool, &mut w).map_err(werr)?;
         let out = w.into_inner().map_err(|e| werr(e.into_error()))?;
         out.sync_all().map_err(werr)?;
@@ -122,9 +145,12 @@ fn compress_one(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Payload, Error> {
     let mut f = File::open(&inp.path).map_err(|e| Error::io("open payload", &inp.path, e))?;
-    let mut comp = zstd::bulk::Compressor::new(opts.level).map_err(|e| Error::io("create zstd encoder", "zstd", e))?;
-    comp.include_checksum(false).map_err(|e| Error::io("configure zstd encoder", "zstd", e))?;
-    comp.include_contentsize(true).map_err(|e| Error::io("configure zstd encoder", "zstd", e))?;
+    let mut comp = zstd::bulk::Compressor::new(opts.level)
+        .map_err(|e| Error::io("create zstd encoder", "zstd", e))?;
+    comp.include_checksum(false)
+        .map_err(|e| Error::io("configure zstd encoder", "zstd", e))?;
+    comp.include_contentsize(true)
+        .map_err(|e| Error::io("configure zstd encoder", "zstd", e))?;
     let mut buf = vec![0u8; opts.chunk_size as usize];
     let mut installed = Sha256::new();
     let mut installed_size = 0u64;
@@ -136,16 +162,26 @@ fn compress_one(
         }
         installed.update(&buf[..n]);
         installed_size += n as u64;
-        let z = comp.compress(&buf[..n]).map_err(|e| Error::io("compress", &inp.path, e))?;
-        w.write_all(&z).map_err(|e| Error::io("write", spool_path, e))?;
-        chunks.push(Chunk { size: z.len() as u32, sha256: Sha256Digest::of(&z) });
+        let z = comp
+            .compress(&buf[..n])
+            .map_err(|e| Error::io("compress", &inp.path, e))?;
+        w.write_all(&z)
+            .map_err(|e| Error::io("write", spool_path, e))?;
+        chunks.push(Chunk {
+            size: z.len() as u32,
+            sha256: Sha256Digest::of(&z),
+        });
         progress(n as u64);
         if n < buf.len() {
             break;
         }
     }
     if installed_size == 0 {
-        return Err(Error::Usage(format!("payload {} ({}) is empty", inp.name, inp.path.display())));
+        return Err(Error::Usage(format!(
+            "payload {} ({}) is empty",
+            inp.name,
+            inp.path.display()
+        )));
     }
     Ok(Payload {
         name: inp.name.clone(),
@@ -181,13 +217,20 @@ pub fn sign(input: &Path, key: &SecretKey, replace: bool, output: &Path) -> Resu
     use super::format::{parse_signatures, HEADER_LEN};
     let mut f = File::open(input).map_err(|e| Error::io("open bundle", input, e))?;
     let mut hb = [0u8; HEADER_LEN];
-    f.read_exact(&mut hb).map_err(|e| Error::io("read bundle", input, e))?;
+    f.read_exact(&mut hb)
+        .map_err(|e| Error::io("read bundle", input, e))?;
     let h = Header::parse(&hb)?;
     let mut mbytes = vec![0u8; h.manifest_len as usize];
-    f.read_exact(&mut mbytes).map_err(|e| Error::io("read bundle", input, e))?;
+    f.read_exact(&mut mbytes)
+        .map_err(|e| Error::io("read bundle", input, e))?;
     let mut sbytes = vec![0u8; h.sigs_len as usize];
-    f.read_exact(&mut sbytes).map_err(|e| Error::io("read bundle", input, e))?;
-    let mut sigs = if replace || sbytes.is_empty() { Vec::new() } else { parse_signatures(&sbytes)? };
+    f.read_exact(&mut sbytes)
+        .map_err(|e| Error::io("read bundle", input, e))?;
+    let mut sigs = if replace || sbytes.is_empty() {
+        Vec::new()
+    } else {
+        parse_signatures(&sbytes)?
+    };
     let new = key.sign(&mbytes);
     sigs.retain(|s| s.key_id != new.key_id);
     sigs.push(new);
@@ -195,18 +238,33 @@ pub fn sign(input: &Path, key: &SecretKey, replace: bool, output: &Path) -> Resu
         return Err(BundleError::BadSignatureBlock("too many signatures".into()).into());
     }
     let sbytes = encode_signatures(&sigs);
-    let header = Header { sigs_len: sbytes.len() as u32, ..h };
-    let fname = output.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let header = Header {
+        sigs_len: sbytes.len() as u32,
+        ..h
+    };
+    let fname = output
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{fname}.tmp"));
     let res = (|| {
-        let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?);
+        let mut w = BufWriter::with_capacity(
+            1 << 20,
+            File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?,
+        );
         let werr = |e| Error::io("write", &tmp, e);
         w.write_all(&header.encode()).map_err(werr)?;
         w.write_all(&mbytes).map_err(werr)?;
         w.write_all(&sbytes).map_err(werr)?;
         std::io::copy(&mut f, &mut w).map_err(werr)?;
-        w.into_inner().map_err(|e| werr(e.into_error()))?.sync_all().map_err(werr)?;
+        w.into_inner()
+            .map_err(|e| werr(e.into_error()))?
+            .sync_all()
+            .map_err(werr)?;
         std::fs::rename(&tmp, output).map_err(|e| Error::io("rename", output, e))
     })();
     if res.is_err() {

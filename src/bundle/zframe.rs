@@ -53,15 +53,22 @@ pub fn parse(b: &[u8]) -> Result<FrameHeader, &'static str> {
         0 => None,
         1 => Some(u64::from(raw[0])),
         2 => Some(u64::from(u16::from_le_bytes([raw[0], raw[1]])) + 256),
-        4 => Some(u64::from(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))),
-        _ => Some(u64::from_le_bytes([raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7]])),
+        4 => Some(u64::from(u32::from_le_bytes([
+            raw[0], raw[1], raw[2], raw[3],
+        ]))),
+        _ => Some(u64::from_le_bytes([
+            raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
+        ])),
     };
     let window_size = match (window, content) {
         (Some(w), _) => w,
         (None, Some(c)) => c,
         (None, None) => return Err("zstd single-segment frame without content size"),
     };
-    Ok(FrameHeader { window_size, content_size: content })
+    Ok(FrameHeader {
+        window_size,
+        content_size: content,
+    })
 }
 
 #[cfg(test)]

@@ -14,7 +14,13 @@ fn open_file(path: &Path) -> Result<BufReader<File>, Error> {
     Ok(BufReader::with_capacity(256 << 10, f))
 }
 
-pub fn verify(path: &Path, keys: &[PathBuf], keyrings: &[PathBuf], threshold: usize, quiet: bool) -> Result<(), Error> {
+pub fn verify(
+    path: &Path,
+    keys: &[PathBuf],
+    keyrings: &[PathBuf],
+    threshold: usize,
+    quiet: bool,
+) -> Result<(), Error> {
     let ring = Keyring::load(keys, keyrings, threshold)?;
     let mut sink = DigestSink::default();
     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -61,7 +67,14 @@ pub fn inspect(path: &Path, json: bool) -> Result<(), Error> {
     }
     println!("created    {}", m.created);
     println!("manifest   sha256:{}", b.manifest_digest);
-    println!("signatures {}", b.signature_ids.iter().map(|k| hex(k)).collect::<Vec<_>>().join(" "));
+    println!(
+        "signatures {}",
+        b.signature_ids
+            .iter()
+            .map(|k| hex(k))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!("chunk-size {}", m.chunk_size);
     for p in &m.payloads {
         println!(
@@ -102,10 +115,22 @@ pub fn create(a: CreateArgs, quiet: bool) -> Result<(), Error> {
         .map(semver::Version::parse)
         .transpose()
         .map_err(|e| Error::Usage(format!("--min-installed-version is not semver: {e}")))?;
-    let keys = a.keys.iter().map(|k| crate::bundle::keys::read_secret(k)).collect::<Result<Vec<_>, _>>()?;
-    let total: u64 = a.payloads.iter().filter_map(|p| std::fs::metadata(&p.path).ok()).map(|m| m.len()).sum();
+    let keys = a
+        .keys
+        .iter()
+        .map(|k| crate::bundle::keys::read_secret(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total: u64 = a
+        .payloads
+        .iter()
+        .filter_map(|p| std::fs::metadata(&p.path).ok())
+        .map(|m| m.len())
+        .sum();
     let created = a.created.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
     });
     let opts = writer::Options {
         compatible: a.board,
@@ -126,6 +151,13 @@ pub fn create(a: CreateArgs, quiet: bool) -> Result<(), Error> {
         b.finish_and_clear();
     }
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
-    println!("{}: {} for {}, {} payloads, {} bytes", a.output.display(), m.version, m.compatible, m.payloads.len(), size);
+    println!(
+        "{}: {} for {}, {} payloads, {} bytes",
+        a.output.display(),
+        m.version,
+        m.compatible,
+        m.payloads.len(),
+        size
+    );
     Ok(())
 }

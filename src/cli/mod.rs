@@ -3,6 +3,8 @@
 
 mod bundle;
 #[cfg(feature = "host")]
+mod demo;
+#[cfg(feature = "host")]
 mod image;
 mod key;
 mod progress;
@@ -16,7 +18,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::Error;
 
 #[derive(Parser, Debug)]
-#[command(name = "ferry", version, about = "A/B updates for k3s boards: signed streaming bundles, trial boots, automatic rollback")]
+#[command(
+    name = "ferry",
+    version,
+    about = "A/B updates for k3s boards: signed streaming bundles, trial boots, automatic rollback"
+)]
 struct Cli {
     /// Device configuration file.
     #[arg(long, global = true, default_value = crate::io::config::DEFAULT_PATH)]
@@ -57,6 +63,13 @@ enum Cmd {
     MarkBad,
     /// Abandon the pending or trial update and go back to the committed slot.
     Rollback,
+    /// Run the whole update flow on a disk image in a temp dir (no hardware).
+    #[cfg(feature = "host")]
+    Demo {
+        /// Work directory (must not exist).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Disk images.
     #[cfg(feature = "host")]
     #[command(subcommand)]
@@ -200,27 +213,56 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             let mut payloads = Vec::new();
             for (name, f) in [("kernel", kernel), ("rootfs", rootfs), ("k3s", k3s)] {
                 if let Some(path) = f {
-                    payloads.push(Input { name: name.into(), target: name.into(), path });
+                    payloads.push(Input {
+                        name: name.into(),
+                        target: name.into(),
+                        path,
+                    });
                 }
             }
             for e in extra {
                 let mut it = e.splitn(3, ':');
                 match (it.next(), it.next(), it.next()) {
-                    (Some(n), Some(t), Some(p)) => payloads.push(Input { name: n.into(), target: t.into(), path: p.into() }),
-                    _ => return Err(Error::Usage(format!("--payload {e:?}: expected NAME:TARGET:FILE"))),
+                    (Some(n), Some(t), Some(p)) => payloads.push(Input {
+                        name: n.into(),
+                        target: t.into(),
+                        path: p.into(),
+                    }),
+                    _ => {
+                        return Err(Error::Usage(format!(
+                            "--payload {e:?}: expected NAME:TARGET:FILE"
+                        )))
+                    }
                 }
             }
             if payloads.is_empty() {
-                return Err(Error::Usage("no payloads: give --kernel, --rootfs, --k3s or --payload".into()));
+                return Err(Error::Usage(
+                    "no payloads: give --kernel, --rootfs, --k3s or --payload".into(),
+                ));
             }
             bundle::create(
-                bundle::CreateArgs { board, version, min_installed: min_installed_version, payloads, keys, output, chunk_size, level, created },
+                bundle::CreateArgs {
+                    board,
+                    version,
+                    min_installed: min_installed_version,
+                    payloads,
+                    keys,
+                    output,
+                    chunk_size,
+                    level,
+                    created,
+                },
                 quiet,
             )
             .map(|_| 0)
         }
         #[cfg(feature = "host")]
-        Cmd::Bundle(BundleCmd::Sign { file, key, replace, output }) => {
+        Cmd::Bundle(BundleCmd::Sign {
+            file,
+            key,
+            replace,
+            output,
+        }) => {
             let k = crate::bundle::keys::read_secret(&key)?;
             let out = output.unwrap_or_else(|| file.clone());
             let n = crate::bundle::writer::sign(&file, &k, replace, &out)?;
@@ -232,14 +274,38 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
         }
         Cmd::Bundle(BundleCmd::Inspect { file, json }) => bundle::inspect(&file, json).map(|_| 0),
         Cmd::Status { json } => slots::status(&cli.config, json).map(|_| 0),
-        Cmd::Install { file, no_reboot } => slots::install(&cli.config, &file, no_reboot, quiet).map(|_| 0),
-        Cmd::Check => slots::check(&cli.config).map(|_| 0),
-        Cmd::MarkGood => slots::event(&cli.config, crate::update::machine::Event::MarkGood).map(|_| 0),
-        Cmd::MarkBad => slots::event(&cli.config, crate::update::machine::Event::MarkBad).map(|_| 0),
-        Cmd::Rollback => slots::event(&cli.config, crate::update::machine::Event::Rollback).map(|_| 0),
-        #[cfg(feature = "host")]
-        Cmd::Image(ImageCmd::Build { board, bundle, output, trust, state_dir }) => {
-            image::build(&board, &bundle, &output, &trust.keys, &trust.keyring, trust.threshold, state_dir.as_deref(), quiet).map(|_| 0)
+        Cmd::Install { file, no_reboot } => {
+            slots::install(&cli.config, &file, no_reboot, quiet).map(|_| 0)
         }
+        Cmd::Check => slots::check(&cli.config).map(|_| 0),
+        Cmd::MarkGood => {
+            slots::event(&cli.config, crate::update::machine::Event::MarkGood).map(|_| 0)
+        }
+        Cmd::MarkBad => {
+            slots::event(&cli.config, crate::update::machine::Event::MarkBad).map(|_| 0)
+        }
+        Cmd::Rollback => {
+            slots::event(&cli.config, crate::update::machine::Event::Rollback).map(|_| 0)
+        }
+        #[cfg(feature = "host")]
+        Cmd::Demo { dir } => demo::run(dir).map(|_| 0),
+        #[cfg(feature = "host")]
+        Cmd::Image(ImageCmd::Build {
+            board,
+            bundle,
+            output,
+            trust,
+            state_dir,
+        }) => image::build(
+            &board,
+            &bundle,
+            &output,
+            &trust.keys,
+            &trust.keyring,
+            trust.threshold,
+            state_dir.as_deref(),
+            quiet,
+        )
+        .map(|_| 0),
     }
 }

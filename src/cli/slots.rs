@@ -59,16 +59,34 @@ pub fn status(config: &Path, json: bool) -> Result<(), Error> {
     println!("state    {}", d.state);
     for s in [Slot::A, Slot::B] {
         let i = &d.slots[s.index()];
-        let rel = i.release.as_ref().map(|r| format!("{} (bundle {})", r.version, &hex(&r.digest.0)[..16])).unwrap_or_else(|| "-".into());
+        let rel = i
+            .release
+            .as_ref()
+            .map(|r| format!("{} (bundle {})", r.version, &hex(&r.digest.0)[..16]))
+            .unwrap_or_else(|| "-".into());
         println!(
             "slot {s}   {:<10} {rel}{}{}",
             i.status.as_str(),
-            if boot.order.contains(&s) { "" } else { ", not bootable" },
-            if boot.trial == Some(s) { format!(", trial: {} boot attempts left", boot.left[s.index()]) } else { String::new() },
+            if boot.order.contains(&s) {
+                ""
+            } else {
+                ", not bootable"
+            },
+            if boot.trial == Some(s) {
+                format!(", trial: {} boot attempts left", boot.left[s.index()])
+            } else {
+                String::new()
+            },
         );
     }
     let order: Vec<String> = boot.order.iter().map(|s| s.to_string()).collect();
-    println!("boot     order [{}], next boot: {}", order.join(" "), boot.next_boot().map(|s| s.to_string()).unwrap_or("none".into()));
+    println!(
+        "boot     order [{}], next boot: {}",
+        order.join(" "),
+        boot.next_boot()
+            .map(|s| s.to_string())
+            .unwrap_or("none".into())
+    );
     if let Some(f) = &d.floor {
         println!("floor    {f} (no older bundle is accepted)");
     }
@@ -89,7 +107,9 @@ pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Resu
     let mut node = Node::open(cfg, true)?;
     let total = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     let bar = super::progress::bar(total, "install", quiet);
-    let progress: Option<Box<dyn FnMut(u64)>> = bar.clone().map(|b| Box::new(move |n| b.inc(n)) as Box<dyn FnMut(u64)>);
+    let progress: Option<Box<dyn FnMut(u64)>> = bar
+        .clone()
+        .map(|b| Box::new(move |n| b.inc(n)) as Box<dyn FnMut(u64)>);
     let done = install::install_file(&mut node, file, &ring, progress)?;
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -98,7 +118,9 @@ pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Resu
         "installed {} into slot {}{}; trial boot armed",
         done.version,
         done.slot,
-        done.resumed_from.map(|p| format!(" (resumed at payload {} chunk {})", p.payload, p.chunk)).unwrap_or_default()
+        done.resumed_from
+            .map(|p| format!(" (resumed at payload {} chunk {})", p.payload, p.chunk))
+            .unwrap_or_default()
     );
     if !no_reboot {
         node.reboot()?;
@@ -123,7 +145,10 @@ pub fn check(config: &Path) -> Result<(), Error> {
     let cfg = Config::load(config)?;
     let mut node = Node::open(cfg, true)?;
     let crate::update::machine::State::Trial { slot, release } = node.dev.state.clone() else {
-        println!("no trial in progress (state {}): nothing to check", node.dev.state);
+        println!(
+            "no trial in progress (state {}): nothing to check",
+            node.dev.state
+        );
         return Ok(());
     };
     let h = node.cfg.health.clone();
@@ -146,8 +171,13 @@ pub fn check(config: &Path) -> Result<(), Error> {
             Ok(())
         }
         Verdict::Failed(reason) => {
-            let acts = node.apply(Event::HealthFailed { reason: reason.clone() })?;
-            println!("health failed: slot {slot} ({}) rolled back: {reason}", release.version);
+            let acts = node.apply(Event::HealthFailed {
+                reason: reason.clone(),
+            })?;
+            println!(
+                "health failed: slot {slot} ({}) rolled back: {reason}",
+                release.version
+            );
             if install::wants_reboot(&acts) {
                 node.reboot()?;
             }

@@ -38,7 +38,12 @@ fn default_passes() -> u32 {
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        HealthConfig { commands: default_commands(), deadline_s: default_deadline(), interval_s: default_interval(), passes: default_passes() }
+        HealthConfig {
+            commands: default_commands(),
+            deadline_s: default_deadline(),
+            interval_s: default_interval(),
+            passes: default_passes(),
+        }
     }
 }
 
@@ -61,7 +66,13 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(needed: u32, deadline: Duration, now: Instant) -> Gate {
-        Gate { needed: needed.max(1), streak: 0, started: now, deadline, last_failure: None }
+        Gate {
+            needed: needed.max(1),
+            streak: 0,
+            started: now,
+            deadline,
+            last_failure: None,
+        }
     }
 
     /// Feed one round's result (`Err` carries what failed).
@@ -79,8 +90,14 @@ impl Gate {
             }
         }
         if now.duration_since(self.started) >= self.deadline {
-            let why = self.last_failure.clone().unwrap_or_else(|| "not enough consecutive passes".into());
-            return Verdict::Failed(format!("health checks did not pass within {} s: {why}", self.deadline.as_secs()));
+            let why = self
+                .last_failure
+                .clone()
+                .unwrap_or_else(|| "not enough consecutive passes".into());
+            return Verdict::Failed(format!(
+                "health checks did not pass within {} s: {why}",
+                self.deadline.as_secs()
+            ));
         }
         Verdict::Pending
     }
@@ -143,7 +160,11 @@ mod tests {
     #[test]
     fn runs_real_commands() {
         assert!(run_one("true", Duration::from_secs(5)).is_ok());
-        assert!(run_one("exit 3", Duration::from_secs(5)).unwrap_err().contains("3"));
-        assert!(run_one("sleep 5", Duration::from_millis(200)).unwrap_err().contains("timed out"));
+        assert!(run_one("exit 3", Duration::from_secs(5))
+            .unwrap_err()
+            .contains("3"));
+        assert!(run_one("sleep 5", Duration::from_millis(200))
+            .unwrap_err()
+            .contains("timed out"));
     }
 }

@@ -61,9 +61,15 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
-        let c: Config = toml::from_str(text).map_err(|e| Error::Config { path: path.into(), detail: e.to_string() })?;
+        let c: Config = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
         if c.reboot != "system" && c.reboot != "record" {
-            return Err(Error::Config { path: path.into(), detail: format!("reboot = {:?}: expected system or record", c.reboot) });
+            return Err(Error::Config {
+                path: path.into(),
+                detail: format!("reboot = {:?}: expected system or record", c.reboot),
+            });
         }
         Ok(c)
     }
@@ -71,7 +77,9 @@ impl Config {
 
 /// `ferry.slot=a|b` from a kernel command line.
 pub fn slot_from_cmdline(text: &str) -> Option<crate::board::Slot> {
-    text.split_whitespace().find_map(|w| w.strip_prefix("ferry.slot=")).and_then(crate::board::Slot::parse)
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("ferry.slot="))
+        .and_then(crate::board::Slot::parse)
 }
 
 #[cfg(test)]
@@ -81,17 +89,26 @@ mod tests {
 
     #[test]
     fn parses_with_defaults() {
-        let c = Config::parse("board = \"qemu-aarch64-virt\"\ndisk = \"/dev/vda\"\n", Path::new("t")).unwrap();
+        let c = Config::parse(
+            "board = \"qemu-aarch64-virt\"\ndisk = \"/dev/vda\"\n",
+            Path::new("t"),
+        )
+        .unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/ferry"));
         assert_eq!(c.threshold, 1);
         assert!(Config::parse("board = 1", Path::new("t")).is_err());
-        assert!(Config::parse("board=\"x\"\ndisk=\"y\"\nreboot=\"maybe\"", Path::new("t")).is_err());
+        assert!(
+            Config::parse("board=\"x\"\ndisk=\"y\"\nreboot=\"maybe\"", Path::new("t")).is_err()
+        );
         assert!(Config::parse("board=\"x\"\ndisk=\"y\"\ntypo=1", Path::new("t")).is_err());
     }
 
     #[test]
     fn cmdline_slot() {
-        assert_eq!(slot_from_cmdline("console=ttyAMA0 ferry.slot=b quiet"), Some(Slot::B));
+        assert_eq!(
+            slot_from_cmdline("console=ttyAMA0 ferry.slot=b quiet"),
+            Some(Slot::B)
+        );
         assert_eq!(slot_from_cmdline("ferry.slot=c"), None);
         assert_eq!(slot_from_cmdline("root=/dev/vda3"), None);
     }

@@ -20,11 +20,23 @@ pub struct Disk {
 
 impl Disk {
     pub fn open(path: &Path, writable: bool) -> Result<Disk, Error> {
-        let file = File::options().read(true).write(writable).open(path).map_err(|e| Error::io("open disk", path, e))?;
+        let file = File::options()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| Error::io("open disk", path, e))?;
         let mut primary = vec![0u8; (gpt::first_usable() * gpt::SECTOR) as usize];
-        file.read_exact_at(&mut primary, 0).map_err(|e| Error::io("read partition table", path, e))?;
-        let parts = gpt::parse(&primary).map_err(|d| Error::Config { path: path.into(), detail: d })?;
-        Ok(Disk { path: path.into(), file: Arc::new(file), parts })
+        file.read_exact_at(&mut primary, 0)
+            .map_err(|e| Error::io("read partition table", path, e))?;
+        let parts = gpt::parse(&primary).map_err(|d| Error::Config {
+            path: path.into(),
+            detail: d,
+        })?;
+        Ok(Disk {
+            path: path.into(),
+            file: Arc::new(file),
+            parts,
+        })
     }
 
     pub fn partitions(&self) -> &[gpt::Entry] {
@@ -32,15 +44,24 @@ impl Disk {
     }
 
     pub fn partition(&self, name: &str) -> Result<&gpt::Entry, Error> {
-        self.parts.iter().find(|p| p.name == name).ok_or_else(|| Error::Config {
-            path: self.path.clone(),
-            detail: format!("disk has no partition named {name:?}"),
-        })
+        self.parts
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::Config {
+                path: self.path.clone(),
+                detail: format!("disk has no partition named {name:?}"),
+            })
     }
 
     pub fn window(&self, name: &str) -> Result<PartIo, Error> {
         let p = self.partition(name)?;
-        Ok(PartIo { file: self.file.clone(), start: p.offset(), len: p.len(), pos: 0, name: name.to_string() })
+        Ok(PartIo {
+            file: self.file.clone(),
+            start: p.offset(),
+            len: p.len(),
+            pos: 0,
+            name: name.to_string(),
+        })
     }
 
     pub fn file(&self) -> &File {
@@ -48,17 +69,23 @@ impl Disk {
     }
 
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), Error> {
-        self.file.read_exact_at(buf, off).map_err(|e| Error::io("read", &self.path, e))
+        self.file
+            .read_exact_at(buf, off)
+            .map_err(|e| Error::io("read", &self.path, e))
     }
 
     pub fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Error> {
         super::fault::point("disk write");
-        self.file.write_all_at(buf, off).map_err(|e| Error::io("write", &self.path, e))
+        self.file
+            .write_all_at(buf, off)
+            .map_err(|e| Error::io("write", &self.path, e))
     }
 
     pub fn sync(&self) -> Result<(), Error> {
         super::fault::point("disk sync");
-        self.file.sync_data().map_err(|e| Error::io("sync", &self.path, e))
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("sync", &self.path, e))
     }
 }
 
@@ -100,7 +127,10 @@ impl Write for PartIo {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
         if n == 0 && !buf.is_empty() {
-            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "write past the end of the partition"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "write past the end of the partition",
+            ));
         }
         let k = self.file.write_at(&buf[..n], self.start + self.pos)?;
         self.pos += k as u64;
@@ -123,7 +153,10 @@ impl Seek for PartIo {
                 self.pos = p;
                 Ok(p)
             }
-            _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek outside the partition")),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek outside the partition",
+            )),
         }
     }
 }

@@ -9,7 +9,11 @@ static COUNT: AtomicU64 = AtomicU64::new(0);
 
 fn limit() -> Option<u64> {
     static L: OnceLock<Option<u64>> = OnceLock::new();
-    *L.get_or_init(|| std::env::var("FERRY_CRASH_AT").ok().and_then(|v| v.parse().ok()))
+    *L.get_or_init(|| {
+        std::env::var("FERRY_CRASH_AT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
 }
 
 /// Mark a durable write about to happen; `what` names it in the crash line.

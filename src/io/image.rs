@@ -33,23 +33,38 @@ pub struct Options<'a> {
 
 pub fn build(o: Options) -> Result<Device, Error> {
     let board = o.board;
-    let mut src = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(o.bundle).map_err(|e| Error::io("open bundle", o.bundle, e))?);
+    let mut src = std::io::BufReader::with_capacity(
+        1 << 20,
+        std::fs::File::open(o.bundle).map_err(|e| Error::io("open bundle", o.bundle, e))?,
+    );
     let b = reader::open(&mut src, Some(o.keyring))?;
     if b.manifest.compatible != board.compatible {
-        return Err(PolicyError::WrongBoard { bundle: b.manifest.compatible.clone(), device: board.compatible.clone() }.into());
+        return Err(PolicyError::WrongBoard {
+            bundle: b.manifest.compatible.clone(),
+            device: board.compatible.clone(),
+        }
+        .into());
     }
     let tmp = o.output.with_extension("img.tmp");
     let result = (|| {
         let f = std::fs::File::create(&tmp).map_err(|e| Error::io("create image", &tmp, e))?;
         let sectors = board.disk_size_mib * 2048;
-        f.set_len(sectors * gpt::SECTOR).map_err(|e| Error::io("size image", &tmp, e))?;
+        f.set_len(sectors * gpt::SECTOR)
+            .map_err(|e| Error::io("size image", &tmp, e))?;
         drop(f);
-        let (primary, backup) = gpt::build(&board.layout(), sectors, gpt::derived_guid(&board.name));
-        let f = std::fs::OpenOptions::new().write(true).open(&tmp).map_err(|e| Error::io("open image", &tmp, e))?;
+        let (primary, backup) =
+            gpt::build(&board.layout(), sectors, gpt::derived_guid(&board.name));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("open image", &tmp, e))?;
         use std::os::unix::fs::FileExt as _;
-        f.write_all_at(&primary, 0).map_err(|e| Error::io("write partition table", &tmp, e))?;
-        f.write_all_at(&backup, (sectors - gpt::reserved_tail()) * gpt::SECTOR).map_err(|e| Error::io("write partition table", &tmp, e))?;
-        f.set_len(sectors * gpt::SECTOR).map_err(|e| Error::io("size image", &tmp, e))?;
+        f.write_all_at(&primary, 0)
+            .map_err(|e| Error::io("write partition table", &tmp, e))?;
+        f.write_all_at(&backup, (sectors - gpt::reserved_tail()) * gpt::SECTOR)
+            .map_err(|e| Error::io("write partition table", &tmp, e))?;
+        f.set_len(sectors * gpt::SECTOR)
+            .map_err(|e| Error::io("size image", &tmp, e))?;
         drop(f);
         let disk = Disk::open(&tmp, true)?;
         for p in board.partitions.iter().filter(|p| p.fs == Fs::Fat) {
@@ -58,34 +73,59 @@ pub fn build(o: Options) -> Result<Device, Error> {
             for (i, c) in p.name.to_ascii_uppercase().bytes().take(11).enumerate() {
                 label[i] = c;
             }
-            fatfs::format_volume(&mut w, fatfs::FormatVolumeOptions::new().volume_label(label))
-                .map_err(|e| Error::io("format FAT", format!("{}:{}", tmp.display(), p.name), e))?;
+            fatfs::format_volume(
+                &mut w,
+                fatfs::FormatVolumeOptions::new().volume_label(label),
+            )
+            .map_err(|e| Error::io("format FAT", format!("{}:{}", tmp.display(), p.name), e))?;
         }
-        let boot_part = board.partitions.iter().find(|p| p.kind == PartKind::Boot && p.fs == Fs::Fat);
+        let boot_part = board
+            .partitions
+            .iter()
+            .find(|p| p.kind == PartKind::Boot && p.fs == Fs::Fat);
         if let (Some(bp), Some(sname)) = (boot_part, &board.bootloader.script) {
-            let src = o.files.iter().find(|(n, _)| n == sname).map(|(_, s)| s.as_str()).ok_or_else(|| Error::Config {
-                path: board.name.clone().into(),
-                detail: format!("boot script {sname} not found"),
-            })?;
-            let scr = script::compile(src, &format!("ferry {}", board.name), b.manifest.created as u32);
-            super::disk::fat_write(disk.window(&bp.name)?, "boot.scr", &scr).map_err(|e| Error::io("write boot.scr", &tmp, e))?;
-            super::disk::fat_write(disk.window(&bp.name)?, sname, src.as_bytes()).map_err(|e| Error::io("write boot script", &tmp, e))?;
+            let src = o
+                .files
+                .iter()
+                .find(|(n, _)| n == sname)
+                .map(|(_, s)| s.as_str())
+                .ok_or_else(|| Error::Config {
+                    path: board.name.clone().into(),
+                    detail: format!("boot script {sname} not found"),
+                })?;
+            let scr = script::compile(
+                src,
+                &format!("ferry {}", board.name),
+                b.manifest.created as u32,
+            );
+            super::disk::fat_write(disk.window(&bp.name)?, "boot.scr", &scr)
+                .map_err(|e| Error::io("write boot.scr", &tmp, e))?;
+            super::disk::fat_write(disk.window(&bp.name)?, sname, src.as_bytes())
+                .map_err(|e| Error::io("write boot script", &tmp, e))?;
         }
         if let Some(bp) = boot_part {
             for (name, text) in &board.boot_files {
-                super::disk::fat_write(disk.window(&bp.name)?, name, text.as_bytes()).map_err(|e| Error::io("write boot file", &tmp, e))?;
+                super::disk::fat_write(disk.window(&bp.name)?, name, text.as_bytes())
+                    .map_err(|e| Error::io("write boot file", &tmp, e))?;
             }
         }
         let mut sink = SlotSink::new(&disk, board, Slot::A);
         sink.progress = o.progress;
         reader::stream(src, &b, Position::default(), true, &mut sink)?;
         for_board(board, &disk).store(&BootState::default())?;
-        let release = Release { version: b.manifest.version.clone(), digest: b.manifest_digest };
+        let release = Release {
+            version: b.manifest.version.clone(),
+            digest: b.manifest_digest,
+        };
         let mut dev = Device::default();
         dev.slots[0].status = SlotStatus::Good;
         dev.slots[0].release = Some(release.clone());
         dev.floor = Some(release.version);
-        if let Some(data) = board.partitions.iter().find(|p| p.kind == PartKind::Data && p.fs == Fs::Ext4) {
+        if let Some(data) = board
+            .partitions
+            .iter()
+            .find(|p| p.kind == PartKind::Data && p.fs == Fs::Ext4)
+        {
             make_data_fs(&disk, &tmp, &data.name, &dev)?;
         }
         if let Some(sd) = o.state_dir {
@@ -115,7 +155,10 @@ fn make_data_fs(disk: &Disk, img: &Path, part: &str, dev: &Device) -> Result<(),
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir_all(stage.join("ferry")).map_err(|x| Error::io("create", &stage, x))?;
     std::fs::create_dir_all(stage.join("rancher")).map_err(|x| Error::io("create", &stage, x))?;
-    write_durable(&stage.join("ferry").join(super::store::STATE_FILE), &dev.encode())?;
+    write_durable(
+        &stage.join("ferry").join(super::store::STATE_FILE),
+        &dev.encode(),
+    )?;
     let out = std::process::Command::new("mke2fs")
         .args(["-F", "-q", "-t", "ext4", "-L", part])
         .arg("-E")
@@ -128,9 +171,15 @@ fn make_data_fs(disk: &Disk, img: &Path, part: &str, dev: &Device) -> Result<(),
     let _ = std::fs::remove_dir_all(&stage);
     match out {
         Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(Error::Usage(format!("mke2fs failed for partition {part}: {}", String::from_utf8_lossy(&o.stderr).trim()))),
+        Ok(o) => Err(Error::Usage(format!(
+            "mke2fs failed for partition {part}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))),
         Err(x) if x.kind() == std::io::ErrorKind::NotFound => {
-            warn!(partition = part, "mke2fs not found (install e2fsprogs): data partition left unformatted");
+            warn!(
+                partition = part,
+                "mke2fs not found (install e2fsprogs): data partition left unformatted"
+            );
             Ok(())
         }
         Err(x) => Err(Error::io("run mke2fs", "mke2fs", x)),

@@ -36,7 +36,16 @@ pub struct SlotSink<'a> {
 
 impl<'a> SlotSink<'a> {
     pub fn new(disk: &'a Disk, board: &'a Board, slot: Slot) -> Self {
-        SlotSink { disk, board, slot, on_durable: None, progress: None, range: (0, 0), part: String::new(), since_sync: 0 }
+        SlotSink {
+            disk,
+            board,
+            slot,
+            on_durable: None,
+            progress: None,
+            range: (0, 0),
+            part: String::new(),
+            since_sync: 0,
+        }
     }
 }
 
@@ -45,7 +54,11 @@ impl PayloadSink for SlotSink<'_> {
         let part = self
             .board
             .slot_partition(self.slot, &p.target)
-            .ok_or_else(|| Error::Policy(crate::error::PolicyError::MissingTarget { target: p.target.clone() }))?;
+            .ok_or_else(|| {
+                Error::Policy(crate::error::PolicyError::MissingTarget {
+                    target: p.target.clone(),
+                })
+            })?;
         let e = self.disk.partition(&part.name)?;
         if p.installed_size > e.len() {
             return Err(crate::error::PolicyError::TooLarge {
@@ -65,7 +78,10 @@ impl PayloadSink for SlotSink<'_> {
 
     fn write(&mut self, index: usize, chunk: usize, offset: u64, data: &[u8]) -> Result<(), Error> {
         if offset + data.len() as u64 > self.range.1 {
-            return Err(Error::Usage(format!("write past the end of partition {}", self.part)));
+            return Err(Error::Usage(format!(
+                "write past the end of partition {}",
+                self.part
+            )));
         }
         self.disk.write_at(data, self.range.0 + offset)?;
         if let Some(p) = self.progress.as_mut() {
@@ -86,7 +102,10 @@ impl PayloadSink for SlotSink<'_> {
         self.disk.sync()?;
         let got = read_back(self.disk, self.range.0, p.installed_size)?;
         if got != p.installed_sha256 {
-            return Err(Error::ReadBack { partition: self.part.clone(), payload: p.name.clone() });
+            return Err(Error::ReadBack {
+                partition: self.part.clone(),
+                payload: p.name.clone(),
+            });
         }
         info!(payload = %p.name, partition = %self.part, "payload written and read back");
         if let Some(cb) = self.on_durable.as_mut() {
@@ -102,18 +121,38 @@ pub fn read_back(disk: &Disk, off: u64, len: u64) -> Result<Sha256Digest, Error>
     use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
     use std::os::fd::AsRawFd as _;
     let fd = disk.file().as_raw_fd();
-    let _ = posix_fadvise(fd, off as i64, len as i64, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-    let mut f = disk.file().try_clone().map_err(|e| Error::io("read back", &disk.path, e))?;
-    f.seek(SeekFrom::Start(off)).map_err(|e| Error::io("read back", &disk.path, e))?;
-    let _ = posix_fadvise(fd, off as i64, len as i64, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
+    let _ = posix_fadvise(
+        fd,
+        off as i64,
+        len as i64,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+    let mut f = disk
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io("read back", &disk.path, e))?;
+    f.seek(SeekFrom::Start(off))
+        .map_err(|e| Error::io("read back", &disk.path, e))?;
+    let _ = posix_fadvise(
+        fd,
+        off as i64,
+        len as i64,
+        PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+    );
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
     let mut r = f.take(len);
     while left > 0 {
-        let n = r.read(&mut buf).map_err(|e| Error::io("read back", &disk.path, e))?;
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| Error::io("read back", &disk.path, e))?;
         if n == 0 {
-            return Err(Error::io("read back", &disk.path, std::io::ErrorKind::UnexpectedEof.into()));
+            return Err(Error::io(
+                "read back",
+                &disk.path,
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
         }
         h.update(&buf[..n]);
         left -= n as u64;
@@ -130,7 +169,12 @@ pub struct Installed {
 }
 
 /// Install a local bundle file into the inactive slot.
-pub fn install_file(node: &mut Node, path: &std::path::Path, keyring: &Keyring, progress: Option<Box<dyn FnMut(u64)>>) -> Result<Installed, Error> {
+pub fn install_file(
+    node: &mut Node,
+    path: &std::path::Path,
+    keyring: &Keyring,
+    progress: Option<Box<dyn FnMut(u64)>>,
+) -> Result<Installed, Error> {
     let target = node.booted.other();
     let span = info_span!("install", bundle = %path.display(), slot = %target);
     let _g = span.enter();
@@ -139,11 +183,19 @@ pub fn install_file(node: &mut Node, path: &std::path::Path, keyring: &Keyring, 
     let b = reader::open(&mut head, Some(keyring))?;
     drop(head);
     check_policy(node, &b, target)?;
-    let release = Release { version: b.manifest.version.clone(), digest: b.manifest_digest };
+    let release = Release {
+        version: b.manifest.version.clone(),
+        digest: b.manifest_digest,
+    };
     let start = resume_point(node, &b, target);
-    node.apply(Event::InstallStarted { slot: target, booted: node.booted, release: release.clone() })?;
+    node.apply(Event::InstallStarted {
+        slot: target,
+        booted: node.booted,
+        release: release.clone(),
+    })?;
     info!(version = %release.version, manifest = %release.digest, resume = ?start, "installing");
-    f.seek(SeekFrom::Start(chunk_offset(&b, start.unwrap_or_default()))).map_err(|e| Error::io("seek bundle", path, e))?;
+    f.seek(SeekFrom::Start(chunk_offset(&b, start.unwrap_or_default())))
+        .map_err(|e| Error::io("seek bundle", path, e))?;
     // A regular file must end with the bundle; a block device (a pushed
     // bundle on a spare partition or disk) is longer than it.
     let is_file = f.metadata().map(|m| m.is_file()).unwrap_or(true);
@@ -152,18 +204,33 @@ pub fn install_file(node: &mut Node, path: &std::path::Path, keyring: &Keyring, 
         Ok(()) => {}
         Err(e) => {
             // Record the failure; the slot stays out of the boot order.
-            let _ = node.apply(Event::InstallFailed { reason: e.to_string() });
+            let _ = node.apply(Event::InstallFailed {
+                reason: e.to_string(),
+            });
             return Err(e);
         }
     }
     node.apply(Event::InstallFinished)?;
-    Ok(Installed { slot: target, version: release.version, resumed_from: start })
+    Ok(Installed {
+        slot: target,
+        version: release.version,
+        resumed_from: start,
+    })
 }
 
 /// Refuse a bundle that is authentic but not for this device now.
 pub fn check_policy(node: &Node, b: &OpenedBundle, target: Slot) -> Result<(), Error> {
-    let installed = node.dev.slots[node.booted.index()].release.as_ref().map(|r| &r.version);
-    policy::check(&b.manifest, &node.board, target, node.dev.floor.as_ref(), installed)?;
+    let installed = node.dev.slots[node.booted.index()]
+        .release
+        .as_ref()
+        .map(|r| &r.version);
+    policy::check(
+        &b.manifest,
+        &node.board,
+        target,
+        node.dev.floor.as_ref(),
+        installed,
+    )?;
     Ok(())
 }
 
@@ -171,7 +238,9 @@ pub fn check_policy(node: &Node, b: &OpenedBundle, target: Slot) -> Result<(), E
 pub fn resume_point(node: &Node, b: &OpenedBundle, target: Slot) -> Option<Position> {
     match (&node.dev.state, node.dev.resume) {
         (crate::update::machine::State::Installing { slot, release }, Some((payload, chunk)))
-            if *slot == target && release.digest == b.manifest_digest && payload <= b.manifest.payloads.len() =>
+            if *slot == target
+                && release.digest == b.manifest_digest
+                && payload <= b.manifest.payloads.len() =>
         {
             Some(Position { payload, chunk })
         }
@@ -211,5 +280,8 @@ pub fn wants_reboot(actions: &[Action]) -> bool {
 
 /// Map a chunk-level bundle error for callers that retry from the network.
 pub fn is_corruption(e: &Error) -> bool {
-    matches!(e, Error::Bundle(BundleError::ChunkDigest { .. } | BundleError::Truncated { .. }))
+    matches!(
+        e,
+        Error::Bundle(BundleError::ChunkDigest { .. } | BundleError::Truncated { .. })
+    )
 }

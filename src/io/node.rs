@@ -31,10 +31,16 @@ impl Node {
         let (board, _) = Board::load(&cfg.board)?;
         let disk = Disk::open(&cfg.disk, writable)?;
         let boot = for_board(&board, &disk);
-        let store = if writable { Store::open(&cfg.state_dir)? } else { Store::open_readonly(&cfg.state_dir) };
-        let cmdline = std::fs::read_to_string(&cfg.cmdline).map_err(|e| Error::io("read kernel command line", &cfg.cmdline, e))?;
-        let booted = slot_from_cmdline(&cmdline)
-            .ok_or_else(|| Error::Usage(format!("{} has no ferry.slot=a|b", cfg.cmdline.display())))?;
+        let store = if writable {
+            Store::open(&cfg.state_dir)?
+        } else {
+            Store::open_readonly(&cfg.state_dir)
+        };
+        let cmdline = std::fs::read_to_string(&cfg.cmdline)
+            .map_err(|e| Error::io("read kernel command line", &cfg.cmdline, e))?;
+        let booted = slot_from_cmdline(&cmdline).ok_or_else(|| {
+            Error::Usage(format!("{} has no ferry.slot=a|b", cfg.cmdline.display()))
+        })?;
         let dev = match store.load()? {
             Some(d) => d,
             None => {
@@ -44,8 +50,18 @@ impl Node {
                 d
             }
         };
-        let mut node = Node { cfg, board, disk, boot, store, dev, booted };
-        let boot_id = std::fs::read_to_string(&node.cfg.boot_id).map(|s| s.trim().to_string()).ok();
+        let mut node = Node {
+            cfg,
+            board,
+            disk,
+            boot,
+            store,
+            dev,
+            booted,
+        };
+        let boot_id = std::fs::read_to_string(&node.cfg.boot_id)
+            .map(|s| s.trim().to_string())
+            .ok();
         if boot_id.is_some() && boot_id != node.dev.boot_id {
             node.dev.boot_id = boot_id;
             if writable {
@@ -53,7 +69,9 @@ impl Node {
                 if acts.contains(&Action::Reboot) {
                     warn!("boot event asked for a reboot; ignored");
                 }
-            } else if let Ok((next, acts)) = machine::step(node.dev.state.clone(), Event::Booted { slot: booted }) {
+            } else if let Ok((next, acts)) =
+                machine::step(node.dev.state.clone(), Event::Booted { slot: booted })
+            {
                 // Read-only view (status): show what the next writer will record.
                 node.dev.record(&acts);
                 node.dev.state = next;
@@ -65,8 +83,11 @@ impl Node {
     /// Run an event: bootloader actions first, then the durable record.
     pub fn apply(&mut self, event: Event) -> Result<Vec<Action>, Error> {
         let ev = event.name();
-        let (next, actions) = machine::step(self.dev.state.clone(), event)
-            .map_err(|e| Error::InvalidTransition { state: e.state, event: e.event.to_string() })?;
+        let (next, actions) =
+            machine::step(self.dev.state.clone(), event).map_err(|e| Error::InvalidTransition {
+                state: e.state,
+                event: e.event.to_string(),
+            })?;
         let mut bs: Option<BootState> = None;
         for a in &actions {
             let cur = match bs.take() {
@@ -80,7 +101,12 @@ impl Node {
                 _ => cur,
             });
         }
-        if actions.iter().any(|a| matches!(a, Action::InvalidateBoot(_) | Action::ArmTrial(_) | Action::CommitBoot(_))) {
+        if actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::InvalidateBoot(_) | Action::ArmTrial(_) | Action::CommitBoot(_)
+            )
+        }) {
             if let Some(b) = &bs {
                 self.boot.store(b)?;
             }
@@ -105,7 +131,8 @@ impl Node {
         let arg = self.boot.reboot_arg(&st);
         if self.cfg.reboot == "record" {
             let p = self.cfg.state_dir.join("reboot-requested");
-            std::fs::write(&p, arg.unwrap_or_default() + "\n").map_err(|e| Error::io("record reboot", &p, e))?;
+            std::fs::write(&p, arg.unwrap_or_default() + "\n")
+                .map_err(|e| Error::io("record reboot", &p, e))?;
             info!(path = %p.display(), "reboot recorded (reboot = \"record\")");
             return Ok(());
         }
@@ -113,7 +140,9 @@ impl Node {
         nix::unistd::sync();
         let err = match arg {
             Some(a) => reboot_with_arg(&a),
-            None => nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT).err().unwrap_or(nix::errno::Errno::UnknownErrno),
+            None => nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT)
+                .err()
+                .unwrap_or(nix::errno::Errno::UnknownErrno),
         };
         Err(Error::io("reboot", "reboot(2)", err.into()))
     }
@@ -121,7 +150,9 @@ impl Node {
 
 fn reboot_with_arg(arg: &str) -> nix::errno::Errno {
     use nix::libc;
-    let Ok(c) = std::ffi::CString::new(arg) else { return nix::errno::Errno::EINVAL };
+    let Ok(c) = std::ffi::CString::new(arg) else {
+        return nix::errno::Errno::EINVAL;
+    };
     // SAFETY: reboot(2) with RESTART2 reads a NUL-terminated string argument.
     let r = unsafe {
         libc::syscall(

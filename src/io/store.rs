@@ -27,7 +27,10 @@ impl Store {
 
     /// For readers (`status`): no lock, nothing created.
     pub fn open_readonly(dir: &Path) -> Store {
-        Store { dir: dir.into(), _lock: None }
+        Store {
+            dir: dir.into(),
+            _lock: None,
+        }
     }
 
     fn open_inner(dir: &Path, lock: bool) -> Result<Store, Error> {
@@ -44,8 +47,16 @@ impl Store {
             .open(&lp)
             .map_err(|e| Error::io("open lock", &lp, e))?;
         let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| Error::Usage(format!("another ferry process holds {} ({e})", lp.display())))?;
-        Ok(Store { dir: dir.into(), _lock: Some(lock) })
+            .map_err(|(_, e)| {
+                Error::Usage(format!(
+                    "another ferry process holds {} ({e})",
+                    lp.display()
+                ))
+            })?;
+        Ok(Store {
+            dir: dir.into(),
+            _lock: Some(lock),
+        })
     }
 
     pub fn path(&self) -> PathBuf {
@@ -56,7 +67,9 @@ impl Store {
     pub fn load(&self) -> Result<Option<Device>, Error> {
         let p = self.path();
         match std::fs::read(&p) {
-            Ok(b) => Device::decode(&b).map(Some).map_err(|d| Error::State(format!("{}: {d}", p.display()))),
+            Ok(b) => Device::decode(&b)
+                .map(Some)
+                .map_err(|d| Error::State(format!("{}: {d}", p.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("read state", &p, e)),
         }
@@ -79,7 +92,11 @@ pub fn write_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| Error::io("write", &tmp, e))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("write", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("sync dir", dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync dir", dir, e))
 }

@@ -53,7 +53,9 @@ impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             State::Idle => write!(f, "idle"),
-            State::Installing { slot, release } | State::Installed { slot, release } | State::Trial { slot, release } => {
+            State::Installing { slot, release }
+            | State::Installed { slot, release }
+            | State::Trial { slot, release } => {
                 write!(f, "{} {} into slot {slot}", self.name(), release.version)
             }
         }
@@ -62,13 +64,23 @@ impl fmt::Display for State {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    InstallStarted { slot: Slot, booted: Slot, release: Release },
+    InstallStarted {
+        slot: Slot,
+        booted: Slot,
+        release: Release,
+    },
     InstallFinished,
-    InstallFailed { reason: String },
+    InstallFailed {
+        reason: String,
+    },
     /// Once per boot: the slot the kernel command line names.
-    Booted { slot: Slot },
+    Booted {
+        slot: Slot,
+    },
     HealthPassed,
-    HealthFailed { reason: String },
+    HealthFailed {
+        reason: String,
+    },
     MarkGood,
     MarkBad,
     Rollback,
@@ -113,9 +125,16 @@ impl SlotStatus {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Empty, Self::Installing, Self::Installed, Self::Trial, Self::Good, Self::Bad]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        [
+            Self::Empty,
+            Self::Installing,
+            Self::Installed,
+            Self::Trial,
+            Self::Good,
+            Self::Bad,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
     }
 }
 
@@ -128,7 +147,11 @@ pub enum Action {
     /// Make the slot the committed default (bootloader write).
     CommitBoot(Slot),
     /// Record a slot's status (and release, when it carries one).
-    SetSlot { slot: Slot, status: SlotStatus, release: Option<Release> },
+    SetSlot {
+        slot: Slot,
+        status: SlotStatus,
+        release: Option<Release>,
+    },
     /// Raise the anti-rollback floor to this version.
     RaiseFloor(semver::Version),
     /// Record the outcome of an update attempt.
@@ -138,14 +161,27 @@ pub enum Action {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Committed { slot: Slot, version: semver::Version },
-    InstallFailed { slot: Slot, reason: String },
+    Committed {
+        slot: Slot,
+        version: semver::Version,
+    },
+    InstallFailed {
+        slot: Slot,
+        reason: String,
+    },
     /// Rolled back by ferry (health failed, or by hand).
-    RolledBack { slot: Slot, reason: String },
+    RolledBack {
+        slot: Slot,
+        reason: String,
+    },
     /// The bootloader never got the trial slot to userspace and fell back.
-    BootFailed { slot: Slot },
+    BootFailed {
+        slot: Slot,
+    },
     /// An install was interrupted by a reboot; it can be retried or resumed.
-    Interrupted { slot: Slot },
+    Interrupted {
+        slot: Slot,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,63 +198,129 @@ use State as S;
 fn fail_back(slot: Slot, outcome: Outcome) -> Vec<Action> {
     vec![
         A::InvalidateBoot(slot),
-        A::SetSlot { slot, status: SlotStatus::Bad, release: None },
+        A::SetSlot {
+            slot,
+            status: SlotStatus::Bad,
+            release: None,
+        },
         A::Report(outcome),
     ]
 }
 
 /// The transition function.
 pub fn step(state: State, event: Event) -> Step {
-    let invalid = |s: &State, e: &Event| InvalidTransition { state: s.to_string(), event: e.name() };
+    let invalid = |s: &State, e: &Event| InvalidTransition {
+        state: s.to_string(),
+        event: e.name(),
+    };
     match (state, event) {
-        (S::Idle, Event::InstallStarted { slot, booted, release }) if slot != booted => {
+        (
+            S::Idle,
+            Event::InstallStarted {
+                slot,
+                booted,
+                release,
+            },
+        ) if slot != booted => {
             let acts = vec![
                 A::InvalidateBoot(slot),
-                A::SetSlot { slot, status: SlotStatus::Installing, release: Some(release.clone()) },
+                A::SetSlot {
+                    slot,
+                    status: SlotStatus::Installing,
+                    release: Some(release.clone()),
+                },
             ];
             Ok((S::Installing { slot, release }, acts))
         }
         // An interrupted install may be restarted or resumed with the same or a new release.
-        (S::Installing { slot, .. }, Event::InstallStarted { slot: new, booted, release }) if new == slot && booted != slot => {
-            let acts = vec![A::SetSlot { slot, status: SlotStatus::Installing, release: Some(release.clone()) }];
+        (
+            S::Installing { slot, .. },
+            Event::InstallStarted {
+                slot: new,
+                booted,
+                release,
+            },
+        ) if new == slot && booted != slot => {
+            let acts = vec![A::SetSlot {
+                slot,
+                status: SlotStatus::Installing,
+                release: Some(release.clone()),
+            }];
             Ok((S::Installing { slot, release }, acts))
         }
         (S::Installing { slot, release }, Event::InstallFinished) => {
             let acts = vec![
-                A::SetSlot { slot, status: SlotStatus::Installed, release: Some(release.clone()) },
+                A::SetSlot {
+                    slot,
+                    status: SlotStatus::Installed,
+                    release: Some(release.clone()),
+                },
                 A::ArmTrial(slot),
             ];
             Ok((S::Installed { slot, release }, acts))
         }
         (S::Installing { slot, .. }, Event::InstallFailed { reason }) => Ok((
             S::Idle,
-            vec![A::SetSlot { slot, status: SlotStatus::Bad, release: None }, A::Report(Outcome::InstallFailed { slot, reason })],
+            vec![
+                A::SetSlot {
+                    slot,
+                    status: SlotStatus::Bad,
+                    release: None,
+                },
+                A::Report(Outcome::InstallFailed { slot, reason }),
+            ],
         )),
         // Power cut or reboot mid-install: the old slot booted (the target was
         // invalidated first). Stay resumable.
-        (S::Installing { slot, release }, Event::Booted { slot: b }) if b != slot => {
-            Ok((S::Installing { slot, release }, vec![A::Report(Outcome::Interrupted { slot })]))
-        }
+        (S::Installing { slot, release }, Event::Booted { slot: b }) if b != slot => Ok((
+            S::Installing { slot, release },
+            vec![A::Report(Outcome::Interrupted { slot })],
+        )),
         // The bootloader boots the target only once armed, which happens only
         // after verification: a crash between arming and persisting lands here.
-        (S::Installed { slot, release } | S::Installing { slot, release }, Event::Booted { slot: b }) if b == slot => {
-            let acts = vec![A::SetSlot { slot, status: SlotStatus::Trial, release: Some(release.clone()) }];
+        (
+            S::Installed { slot, release } | S::Installing { slot, release },
+            Event::Booted { slot: b },
+        ) if b == slot => {
+            let acts = vec![A::SetSlot {
+                slot,
+                status: SlotStatus::Trial,
+                release: Some(release.clone()),
+            }];
             Ok((S::Trial { slot, release }, acts))
         }
-        (S::Installed { slot, .. } | S::Trial { slot, .. }, Event::Booted { slot: b }) if b != slot => {
+        (S::Installed { slot, .. } | S::Trial { slot, .. }, Event::Booted { slot: b })
+            if b != slot =>
+        {
             Ok((S::Idle, fail_back(slot, Outcome::BootFailed { slot })))
         }
         // A reboot during the trial (the bootloader spent one more attempt).
-        (S::Trial { slot, release }, Event::Booted { slot: b }) if b == slot => Ok((S::Trial { slot, release }, vec![])),
-        (S::Installed { slot, .. }, Event::MarkBad | Event::Rollback) => {
-            Ok((S::Idle, fail_back(slot, Outcome::RolledBack { slot, reason: "cancelled before reboot".into() })))
+        (S::Trial { slot, release }, Event::Booted { slot: b }) if b == slot => {
+            Ok((S::Trial { slot, release }, vec![]))
         }
+        (S::Installed { slot, .. }, Event::MarkBad | Event::Rollback) => Ok((
+            S::Idle,
+            fail_back(
+                slot,
+                Outcome::RolledBack {
+                    slot,
+                    reason: "cancelled before reboot".into(),
+                },
+            ),
+        )),
         (S::Trial { slot, release }, Event::HealthPassed | Event::MarkGood) => {
             let acts = vec![
                 A::CommitBoot(slot),
-                A::SetSlot { slot, status: SlotStatus::Good, release: Some(release.clone()) },
+                A::SetSlot {
+                    slot,
+                    status: SlotStatus::Good,
+                    release: Some(release.clone()),
+                },
                 A::RaiseFloor(release.version.clone()),
-                A::Report(Outcome::Committed { slot, version: release.version }),
+                A::Report(Outcome::Committed {
+                    slot,
+                    version: release.version,
+                }),
             ];
             Ok((S::Idle, acts))
         }
@@ -228,18 +330,57 @@ pub fn step(state: State, event: Event) -> Step {
             Ok((S::Idle, acts))
         }
         (S::Trial { slot, .. }, Event::MarkBad | Event::Rollback) => {
-            let mut acts = fail_back(slot, Outcome::RolledBack { slot, reason: "marked bad by hand".into() });
+            let mut acts = fail_back(
+                slot,
+                Outcome::RolledBack {
+                    slot,
+                    reason: "marked bad by hand".into(),
+                },
+            );
             acts.push(A::Reboot);
             Ok((S::Idle, acts))
         }
         (S::Idle, Event::Booted { .. } | Event::MarkGood) => Ok((S::Idle, vec![])),
-        (s @ S::Idle, e @ (Event::InstallStarted { .. } | Event::InstallFinished | Event::InstallFailed { .. }))
-        | (s @ S::Idle, e @ (Event::HealthPassed | Event::HealthFailed { .. } | Event::MarkBad | Event::Rollback))
-        | (s @ S::Installing { .. }, e @ (Event::InstallStarted { .. } | Event::Booted { .. } | Event::HealthPassed))
-        | (s @ S::Installing { .. }, e @ (Event::HealthFailed { .. } | Event::MarkGood | Event::MarkBad | Event::Rollback))
-        | (s @ S::Installed { .. }, e @ (Event::InstallStarted { .. } | Event::InstallFinished | Event::InstallFailed { .. }))
-        | (s @ S::Installed { .. }, e @ (Event::Booted { .. } | Event::HealthPassed | Event::HealthFailed { .. } | Event::MarkGood))
-        | (s @ S::Trial { .. }, e @ (Event::InstallStarted { .. } | Event::InstallFinished | Event::InstallFailed { .. }))
+        (
+            s @ S::Idle,
+            e @ (Event::InstallStarted { .. }
+            | Event::InstallFinished
+            | Event::InstallFailed { .. }),
+        )
+        | (
+            s @ S::Idle,
+            e @ (Event::HealthPassed
+            | Event::HealthFailed { .. }
+            | Event::MarkBad
+            | Event::Rollback),
+        )
+        | (
+            s @ S::Installing { .. },
+            e @ (Event::InstallStarted { .. } | Event::Booted { .. } | Event::HealthPassed),
+        )
+        | (
+            s @ S::Installing { .. },
+            e @ (Event::HealthFailed { .. } | Event::MarkGood | Event::MarkBad | Event::Rollback),
+        )
+        | (
+            s @ S::Installed { .. },
+            e @ (Event::InstallStarted { .. }
+            | Event::InstallFinished
+            | Event::InstallFailed { .. }),
+        )
+        | (
+            s @ S::Installed { .. },
+            e @ (Event::Booted { .. }
+            | Event::HealthPassed
+            | Event::HealthFailed { .. }
+            | Event::MarkGood),
+        )
+        | (
+            s @ S::Trial { .. },
+            e @ (Event::InstallStarted { .. }
+            | Event::InstallFinished
+            | Event::InstallFailed { .. }),
+        )
         | (s @ S::Trial { .. }, e @ Event::Booted { .. }) => Err(invalid(&s, &e)),
     }
 }
@@ -249,20 +390,36 @@ mod tests {
     use super::*;
 
     fn rel(v: &str) -> Release {
-        Release { version: semver::Version::parse(v).unwrap(), digest: Sha256Digest::of(v.as_bytes()) }
+        Release {
+            version: semver::Version::parse(v).unwrap(),
+            digest: Sha256Digest::of(v.as_bytes()),
+        }
     }
 
     fn installing() -> State {
-        S::Installing { slot: Slot::B, release: rel("2.0.0") }
+        S::Installing {
+            slot: Slot::B,
+            release: rel("2.0.0"),
+        }
     }
     fn installed() -> State {
-        S::Installed { slot: Slot::B, release: rel("2.0.0") }
+        S::Installed {
+            slot: Slot::B,
+            release: rel("2.0.0"),
+        }
     }
     fn trial() -> State {
-        S::Trial { slot: Slot::B, release: rel("2.0.0") }
+        S::Trial {
+            slot: Slot::B,
+            release: rel("2.0.0"),
+        }
     }
     fn start(slot: Slot, booted: Slot) -> Event {
-        Event::InstallStarted { slot, booted, release: rel("2.0.0") }
+        Event::InstallStarted {
+            slot,
+            booted,
+            release: rel("2.0.0"),
+        }
     }
 
     #[test]
@@ -273,29 +430,94 @@ mod tests {
                 S::Idle,
                 start(b, Slot::A),
                 installing(),
-                vec![A::InvalidateBoot(b), A::SetSlot { slot: b, status: SlotStatus::Installing, release: Some(rel("2.0.0")) }],
+                vec![
+                    A::InvalidateBoot(b),
+                    A::SetSlot {
+                        slot: b,
+                        status: SlotStatus::Installing,
+                        release: Some(rel("2.0.0")),
+                    },
+                ],
             ),
-            (installing(), start(b, Slot::A), installing(), vec![A::SetSlot { slot: b, status: SlotStatus::Installing, release: Some(rel("2.0.0")) }]),
+            (
+                installing(),
+                start(b, Slot::A),
+                installing(),
+                vec![A::SetSlot {
+                    slot: b,
+                    status: SlotStatus::Installing,
+                    release: Some(rel("2.0.0")),
+                }],
+            ),
             (
                 installing(),
                 Event::InstallFinished,
                 installed(),
-                vec![A::SetSlot { slot: b, status: SlotStatus::Installed, release: Some(rel("2.0.0")) }, A::ArmTrial(b)],
+                vec![
+                    A::SetSlot {
+                        slot: b,
+                        status: SlotStatus::Installed,
+                        release: Some(rel("2.0.0")),
+                    },
+                    A::ArmTrial(b),
+                ],
             ),
             (
                 installing(),
-                Event::InstallFailed { reason: "eio".into() },
+                Event::InstallFailed {
+                    reason: "eio".into(),
+                },
                 S::Idle,
                 vec![
-                    A::SetSlot { slot: b, status: SlotStatus::Bad, release: None },
-                    A::Report(Outcome::InstallFailed { slot: b, reason: "eio".into() }),
+                    A::SetSlot {
+                        slot: b,
+                        status: SlotStatus::Bad,
+                        release: None,
+                    },
+                    A::Report(Outcome::InstallFailed {
+                        slot: b,
+                        reason: "eio".into(),
+                    }),
                 ],
             ),
-            (installing(), Event::Booted { slot: Slot::A }, installing(), vec![A::Report(Outcome::Interrupted { slot: b })]),
-            (installing(), Event::Booted { slot: b }, trial(), vec![A::SetSlot { slot: b, status: SlotStatus::Trial, release: Some(rel("2.0.0")) }]),
-            (installed(), Event::Booted { slot: b }, trial(), vec![A::SetSlot { slot: b, status: SlotStatus::Trial, release: Some(rel("2.0.0")) }]),
-            (installed(), Event::Booted { slot: Slot::A }, S::Idle, fail_back(b, Outcome::BootFailed { slot: b })),
-            (trial(), Event::Booted { slot: Slot::A }, S::Idle, fail_back(b, Outcome::BootFailed { slot: b })),
+            (
+                installing(),
+                Event::Booted { slot: Slot::A },
+                installing(),
+                vec![A::Report(Outcome::Interrupted { slot: b })],
+            ),
+            (
+                installing(),
+                Event::Booted { slot: b },
+                trial(),
+                vec![A::SetSlot {
+                    slot: b,
+                    status: SlotStatus::Trial,
+                    release: Some(rel("2.0.0")),
+                }],
+            ),
+            (
+                installed(),
+                Event::Booted { slot: b },
+                trial(),
+                vec![A::SetSlot {
+                    slot: b,
+                    status: SlotStatus::Trial,
+                    release: Some(rel("2.0.0")),
+                }],
+            ),
+            (
+                installed(),
+                Event::Booted { slot: Slot::A },
+                S::Idle,
+                fail_back(b, Outcome::BootFailed { slot: b }),
+            ),
+            (
+                trial(),
+                Event::Booted { slot: Slot::A },
+                S::Idle,
+                fail_back(b, Outcome::BootFailed { slot: b }),
+            ),
             (trial(), Event::Booted { slot: b }, trial(), vec![]),
             (
                 trial(),
@@ -303,16 +525,35 @@ mod tests {
                 S::Idle,
                 vec![
                     A::CommitBoot(b),
-                    A::SetSlot { slot: b, status: SlotStatus::Good, release: Some(rel("2.0.0")) },
+                    A::SetSlot {
+                        slot: b,
+                        status: SlotStatus::Good,
+                        release: Some(rel("2.0.0")),
+                    },
                     A::RaiseFloor(rel("2.0.0").version),
-                    A::Report(Outcome::Committed { slot: b, version: rel("2.0.0").version }),
+                    A::Report(Outcome::Committed {
+                        slot: b,
+                        version: rel("2.0.0").version,
+                    }),
                 ],
             ),
             (
                 trial(),
-                Event::HealthFailed { reason: "readyz".into() },
+                Event::HealthFailed {
+                    reason: "readyz".into(),
+                },
                 S::Idle,
-                [fail_back(b, Outcome::RolledBack { slot: b, reason: "readyz".into() }), vec![A::Reboot]].concat(),
+                [
+                    fail_back(
+                        b,
+                        Outcome::RolledBack {
+                            slot: b,
+                            reason: "readyz".into(),
+                        },
+                    ),
+                    vec![A::Reboot],
+                ]
+                .concat(),
             ),
             (S::Idle, Event::Booted { slot: Slot::A }, S::Idle, vec![]),
             (S::Idle, Event::MarkGood, S::Idle, vec![]),

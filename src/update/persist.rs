@@ -32,8 +32,18 @@ pub struct Device {
 
 impl Default for Device {
     fn default() -> Self {
-        let empty = SlotInfo { status: SlotStatus::Empty, release: None };
-        Device { state: State::Idle, slots: [empty.clone(), empty], floor: None, last: None, boot_id: None, resume: None }
+        let empty = SlotInfo {
+            status: SlotStatus::Empty,
+            release: None,
+        };
+        Device {
+            state: State::Idle,
+            slots: [empty.clone(), empty],
+            floor: None,
+            last: None,
+            boot_id: None,
+            resume: None,
+        }
     }
 }
 
@@ -43,7 +53,11 @@ impl Device {
     pub fn record(&mut self, actions: &[Action]) {
         for a in actions {
             match a {
-                Action::SetSlot { slot, status, release } => {
+                Action::SetSlot {
+                    slot,
+                    status,
+                    release,
+                } => {
                     let s = &mut self.slots[slot.index()];
                     s.status = *status;
                     if release.is_some() || *status == SlotStatus::Bad {
@@ -56,7 +70,10 @@ impl Device {
                     }
                 }
                 Action::Report(o) => self.last = Some(o.clone()),
-                Action::InvalidateBoot(_) | Action::ArmTrial(_) | Action::CommitBoot(_) | Action::Reboot => {}
+                Action::InvalidateBoot(_)
+                | Action::ArmTrial(_)
+                | Action::CommitBoot(_)
+                | Action::Reboot => {}
             }
         }
     }
@@ -72,7 +89,10 @@ impl Device {
     pub fn decode(b: &[u8]) -> Result<Device, String> {
         let r: Record = serde_json::from_slice(b).map_err(|e| e.to_string())?;
         if r.format != RECORD_VERSION {
-            return Err(format!("state record version {} is not supported", r.format));
+            return Err(format!(
+                "state record version {} is not supported",
+                r.format
+            ));
         }
         r.try_into()
     }
@@ -126,10 +146,16 @@ struct Record {
 }
 
 fn rel_rec(r: &Release) -> RelRec {
-    RelRec { version: r.version.clone(), digest: r.digest }
+    RelRec {
+        version: r.version.clone(),
+        digest: r.digest,
+    }
 }
 fn rel(r: RelRec) -> Release {
-    Release { version: r.version, digest: r.digest }
+    Release {
+        version: r.version,
+        digest: r.digest,
+    }
 }
 
 pub fn outcome_parts(o: &Outcome) -> (&'static str, Slot, Option<&semver::Version>, Option<&str>) {
@@ -145,12 +171,23 @@ pub fn outcome_parts(o: &Outcome) -> (&'static str, Slot, Option<&semver::Versio
 impl From<&Device> for Record {
     fn from(d: &Device) -> Record {
         let state = match &d.state {
-            State::Idle => StateRec { name: "idle".into(), slot: None, release: None },
-            State::Installing { slot, release } | State::Installed { slot, release } | State::Trial { slot, release } => {
-                StateRec { name: d.state.name().into(), slot: Some(*slot), release: Some(rel_rec(release)) }
-            }
+            State::Idle => StateRec {
+                name: "idle".into(),
+                slot: None,
+                release: None,
+            },
+            State::Installing { slot, release }
+            | State::Installed { slot, release }
+            | State::Trial { slot, release } => StateRec {
+                name: d.state.name().into(),
+                slot: Some(*slot),
+                release: Some(rel_rec(release)),
+            },
         };
-        let slot = |i: usize| SlotRec { status: d.slots[i].status.as_str().into(), release: d.slots[i].release.as_ref().map(rel_rec) };
+        let slot = |i: usize| SlotRec {
+            status: d.slots[i].status.as_str().into(),
+            release: d.slots[i].release.as_ref().map(rel_rec),
+        };
         Record {
             format: RECORD_VERSION,
             state,
@@ -158,7 +195,12 @@ impl From<&Device> for Record {
             floor: d.floor.clone(),
             last: d.last.as_ref().map(|o| {
                 let (kind, slot, version, reason) = outcome_parts(o);
-                OutcomeRec { kind: kind.into(), slot, version: version.cloned(), reason: reason.map(String::from) }
+                OutcomeRec {
+                    kind: kind.into(),
+                    slot,
+                    version: version.cloned(),
+                    reason: reason.map(String::from),
+                }
             }),
             boot_id: d.boot_id.clone(),
             resume: d.resume,
@@ -171,30 +213,56 @@ impl TryFrom<Record> for Device {
     fn try_from(r: Record) -> Result<Device, String> {
         let state = match (r.state.name.as_str(), r.state.slot, r.state.release) {
             ("idle", _, _) => State::Idle,
-            ("installing", Some(slot), Some(re)) => State::Installing { slot, release: rel(re) },
-            ("installed", Some(slot), Some(re)) => State::Installed { slot, release: rel(re) },
-            ("trial", Some(slot), Some(re)) => State::Trial { slot, release: rel(re) },
+            ("installing", Some(slot), Some(re)) => State::Installing {
+                slot,
+                release: rel(re),
+            },
+            ("installed", Some(slot), Some(re)) => State::Installed {
+                slot,
+                release: rel(re),
+            },
+            ("trial", Some(slot), Some(re)) => State::Trial {
+                slot,
+                release: rel(re),
+            },
             (n, _, _) => return Err(format!("state {n:?} is unknown or incomplete")),
         };
         let [a, b] = r.slots;
         let slot = |s: SlotRec| -> Result<SlotInfo, String> {
             Ok(SlotInfo {
-                status: SlotStatus::parse(&s.status).ok_or_else(|| format!("slot status {:?} is unknown", s.status))?,
+                status: SlotStatus::parse(&s.status)
+                    .ok_or_else(|| format!("slot status {:?} is unknown", s.status))?,
                 release: s.release.map(rel),
             })
         };
         let last = match r.last {
             None => None,
             Some(o) => Some(match o.kind.as_str() {
-                "committed" => Outcome::Committed { slot: o.slot, version: o.version.ok_or("committed outcome without version")? },
-                "install-failed" => Outcome::InstallFailed { slot: o.slot, reason: o.reason.unwrap_or_default() },
-                "rolled-back" => Outcome::RolledBack { slot: o.slot, reason: o.reason.unwrap_or_default() },
+                "committed" => Outcome::Committed {
+                    slot: o.slot,
+                    version: o.version.ok_or("committed outcome without version")?,
+                },
+                "install-failed" => Outcome::InstallFailed {
+                    slot: o.slot,
+                    reason: o.reason.unwrap_or_default(),
+                },
+                "rolled-back" => Outcome::RolledBack {
+                    slot: o.slot,
+                    reason: o.reason.unwrap_or_default(),
+                },
                 "boot-failed" => Outcome::BootFailed { slot: o.slot },
                 "interrupted" => Outcome::Interrupted { slot: o.slot },
                 k => return Err(format!("outcome {k:?} is unknown")),
             }),
         };
-        Ok(Device { state, slots: [slot(a)?, slot(b)?], floor: r.floor, last, boot_id: r.boot_id, resume: r.resume })
+        Ok(Device {
+            state,
+            slots: [slot(a)?, slot(b)?],
+            floor: r.floor,
+            last,
+            boot_id: r.boot_id,
+            resume: r.resume,
+        })
     }
 }
 
@@ -204,18 +272,41 @@ mod tests {
 
     #[test]
     fn round_trips_every_state() {
-        let release = Release { version: semver::Version::new(2, 0, 0), digest: Sha256Digest::of(b"m") };
+        let release = Release {
+            version: semver::Version::new(2, 0, 0),
+            digest: Sha256Digest::of(b"m"),
+        };
         for state in [
             State::Idle,
-            State::Installing { slot: Slot::B, release: release.clone() },
-            State::Installed { slot: Slot::A, release: release.clone() },
-            State::Trial { slot: Slot::B, release: release.clone() },
+            State::Installing {
+                slot: Slot::B,
+                release: release.clone(),
+            },
+            State::Installed {
+                slot: Slot::A,
+                release: release.clone(),
+            },
+            State::Trial {
+                slot: Slot::B,
+                release: release.clone(),
+            },
         ] {
-            let mut d = Device { state, resume: Some((1, 7)), ..Default::default() };
+            let mut d = Device {
+                state,
+                resume: Some((1, 7)),
+                ..Default::default()
+            };
             d.record(&[
-                Action::SetSlot { slot: Slot::A, status: SlotStatus::Good, release: Some(release.clone()) },
+                Action::SetSlot {
+                    slot: Slot::A,
+                    status: SlotStatus::Good,
+                    release: Some(release.clone()),
+                },
                 Action::RaiseFloor(release.version.clone()),
-                Action::Report(Outcome::RolledBack { slot: Slot::B, reason: "x".into() }),
+                Action::Report(Outcome::RolledBack {
+                    slot: Slot::B,
+                    reason: "x".into(),
+                }),
             ]);
             assert_eq!(Device::decode(&d.encode()).unwrap(), d);
         }

@@ -80,11 +80,24 @@ impl Device {
         ok(&["key", "generate", "dev", "--dir", s(d)]);
         std::fs::create_dir_all(d.join("keys")).unwrap();
         std::fs::copy(d.join("dev.pub"), d.join("keys/dev.pub")).unwrap();
-        let dev = Device { config: d.join("ferry.toml"), dir };
+        let dev = Device {
+            config: d.join("ferry.toml"),
+            dir,
+        };
         dev.bundle("1.0.0", 1, "v1.ferry", &[]);
         ok(&[
-            "image", "build", "--board", "qemu-aarch64-virt", "--bundle", s(&dev.path("v1.ferry")), "--key",
-            s(&dev.path("dev.pub")), "-o", s(&dev.path("disk.img")), "--state-dir", s(&dev.path("state")),
+            "image",
+            "build",
+            "--board",
+            "qemu-aarch64-virt",
+            "--bundle",
+            s(&dev.path("v1.ferry")),
+            "--key",
+            s(&dev.path("dev.pub")),
+            "-o",
+            s(&dev.path("disk.img")),
+            "--state-dir",
+            s(&dev.path("state")),
         ]);
         std::fs::write(
             &dev.config,
@@ -101,15 +114,38 @@ impl Device {
     /// Write payload files and a bundle signed by dev.key.
     pub fn bundle(&self, version: &str, seed: u64, name: &str, extra: &[&str]) -> PathBuf {
         let d = self.dir.path();
-        for (n, len) in [("kernel", 300_000usize), ("rootfs", 2_500_000), ("k3s", 70_000)] {
-            std::fs::write(d.join(format!("{n}-{seed}")), payload(seed * 31 + len as u64, len)).unwrap();
+        for (n, len) in [
+            ("kernel", 300_000usize),
+            ("rootfs", 2_500_000),
+            ("k3s", 70_000),
+        ] {
+            std::fs::write(
+                d.join(format!("{n}-{seed}")),
+                payload(seed * 31 + len as u64, len),
+            )
+            .unwrap();
         }
         let out = d.join(name);
         let mut args = vec![
-            "bundle".to_string(), "create".into(), "--board".into(), "qemu-aarch64-virt".into(), "--version".into(), version.into(),
-            "--kernel".into(), format!("{}/kernel-{seed}", d.display()), "--rootfs".into(), format!("{}/rootfs-{seed}", d.display()),
-            "--k3s".into(), format!("{}/k3s-{seed}", d.display()), "--key".into(), format!("{}/dev.key", d.display()),
-            "--chunk-size".into(), "262144".into(), "-o".into(), out.display().to_string(), "-q".into(),
+            "bundle".to_string(),
+            "create".into(),
+            "--board".into(),
+            "qemu-aarch64-virt".into(),
+            "--version".into(),
+            version.into(),
+            "--kernel".into(),
+            format!("{}/kernel-{seed}", d.display()),
+            "--rootfs".into(),
+            format!("{}/rootfs-{seed}", d.display()),
+            "--k3s".into(),
+            format!("{}/k3s-{seed}", d.display()),
+            "--key".into(),
+            format!("{}/dev.key", d.display()),
+            "--chunk-size".into(),
+            "262144".into(),
+            "-o".into(),
+            out.display().to_string(),
+            "-q".into(),
         ];
         args.extend(extra.iter().map(|x| x.to_string()));
         let a: Vec<&str> = args.iter().map(|x| x.as_str()).collect();
@@ -119,7 +155,11 @@ impl Device {
 
     /// Simulate a boot into `slot` with a new boot id.
     pub fn boot(&self, slot: &str, id: &str) {
-        std::fs::write(self.path("cmdline"), format!("console=ttyAMA0 ferry.slot={slot}\n")).unwrap();
+        std::fs::write(
+            self.path("cmdline"),
+            format!("console=ttyAMA0 ferry.slot={slot}\n"),
+        )
+        .unwrap();
         std::fs::write(self.path("boot_id"), format!("{id}\n")).unwrap();
     }
 
@@ -154,13 +194,23 @@ impl Device {
         let off = 2048 * 512;
         let env = self.path("uboot.env");
         let st = Command::new("mcopy")
-            .args(["-o", "-n", "-i", &format!("{}@@{off}", self.path("disk.img").display()), "::uboot.env", s(&env)])
+            .args([
+                "-o",
+                "-n",
+                "-i",
+                &format!("{}@@{off}", self.path("disk.img").display()),
+                "::uboot.env",
+                s(&env),
+            ])
             .status()
             .expect("mcopy (mtools) is installed");
         assert!(st.success());
         let cfg = self.path("fw_env.config");
         std::fs::write(&cfg, format!("{} 0x0 0x40000\n", env.display())).unwrap();
-        let o = Command::new("fw_printenv").args(["-c", s(&cfg)]).output().expect("fw_printenv (libubootenv-tool) is installed");
+        let o = Command::new("fw_printenv")
+            .args(["-c", s(&cfg)])
+            .output()
+            .expect("fw_printenv (libubootenv-tool) is installed");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into()
     }

@@ -1,0 +1,213 @@
+//! ferry's U-Boot environment code against the real libubootenv tools
+//! (`fw_printenv`/`fw_setenv`): a raw redundant environment at disk offsets
+//! (the generic eMMC layout) and the single-copy file layout, both ways.
+
+mod common;
+use common::*;
+
+use ferry::board::backend::for_board;
+use ferry::board::bootenv::BootState;
+use ferry::board::{gpt, Board, Slot};
+use ferry::io::disk::Disk;
+use std::process::Command;
+
+const BOARD: &str = r#"
+name = "test-raw-env"
+compatible = "test-raw-env"
+disk_size_mib = 16
+[[partition]]
+name = "boot"
+size_mib = 2
+kind = "boot"
+fs = "fat"
+[[partition]]
+name = "rootfs_a"
+size_mib = 4
+kind = "slot"
+slot = "a"
+target = "rootfs"
+[[partition]]
+name = "rootfs_b"
+size_mib = 4
+kind = "slot"
+slot = "b"
+target = "rootfs"
+[bootloader]
+backend = "uboot"
+env = { offset = 0x80000, size = 0x20000, redundant_offset = 0xA0000 }
+"#;
+
+fn raw_disk(dir: &std::path::Path) -> (Board, Disk, std::path::PathBuf) {
+    let board = Board::parse(BOARD, "test").unwrap();
+    let img = dir.join("disk.img");
+    let sectors = board.disk_size_mib * 2048;
+    let (primary, backup) = gpt::build(&board.layout(), sectors, gpt::derived_guid("t"));
+    let mut bytes = vec![0u8; (sectors * 512) as usize];
+    bytes[..primary.len()].copy_from_slice(&primary);
+    let tail = bytes.len() - backup.len();
+    bytes[tail..].copy_from_slice(&backup);
+    std::fs::write(&img, bytes).unwrap();
+    let cfg = dir.join("fw_env.config");
+    std::fs::write(
+        &cfg,
+        format!("{0} 0x80000 0x20000\n{0} 0xA0000 0x20000\n", img.display()),
+    )
+    .unwrap();
+    (board, Disk::open(&img, true).unwrap(), cfg)
+}
+
+fn printenv(cfg: &std::path::Path) -> String {
+    let o = Command::new("fw_printenv")
+        .args(["-c", s(cfg)])
+        .output()
+        .expect("fw_printenv installed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into()
+}
+
+fn setenv(cfg: &std::path::Path, k: &str, v: &str) {
+    let st = Command::new("fw_setenv")
+        .args(["-c", s(cfg), k, v])
+        .status()
+        .expect("fw_setenv installed");
+    assert!(st.success());
+}
+
+#[test]
+fn redundant_raw_env_round_trips_with_libubootenv() {
+    let d = tempfile::tempdir().unwrap();
+    let (board, disk, cfg) = raw_disk(d.path());
+    // a blank env reads as the boot script's default; ferry writes it first
+    let mut boot = for_board(&board, &disk);
+    assert_eq!(boot.load().unwrap(), BootState::default());
+    boot.store(&BootState::default()).unwrap();
+    assert!(printenv(&cfg).lines().any(|l| l == "BOOT_ORDER=A"));
+    setenv(&cfg, "bootdelay", "1");
+    // ferry arms a trial; fw_printenv reads it, and ferry kept foreign vars
+    let armed = boot
+        .load()
+        .unwrap()
+        .invalidate(Slot::B)
+        .arm_trial(Slot::B, 3);
+    boot.store(&armed).unwrap();
+    let env = printenv(&cfg);
+    for l in [
+        "BOOT_ORDER=B A",
+        "FERRY_TRIAL=B",
+        "BOOT_B_LEFT=3",
+        "bootdelay=1",
+    ] {
+        assert!(env.lines().any(|x| x == l), "{l} missing from {env}");
+    }
+    // the boot script's decrement as U-Boot would save it, then ferry reads it
+    setenv(&cfg, "BOOT_B_LEFT", "2");
+    assert_eq!(boot.load().unwrap().left, [0, 2]);
+    // several alternating writes: each side always sees the other's newest
+    for i in 0..4u32 {
+        let st = boot
+            .load()
+            .unwrap()
+            .commit(if i % 2 == 0 { Slot::B } else { Slot::A });
+        boot.store(&st).unwrap();
+        assert_eq!(BootState::from_vars(&parse(&printenv(&cfg))).unwrap(), st);
+        setenv(&cfg, "bootcount_dummy", &i.to_string());
+        assert_eq!(boot.load().unwrap(), st);
+    }
+    // a torn write of one copy: both readers fall back to the other copy
+    let before = printenv(&cfg);
+    let img = d.path().join("disk.img");
+    let mut bytes = std::fs::read(&img).unwrap();
+    // corrupt the copy that is current now (the newest flag)
+    let (fa, fb) = (bytes[0x80000 + 4], bytes[0xA0000 + 4]);
+    let cur = if fb.wrapping_sub(fa) == 1 {
+        0xA0000
+    } else {
+        0x80000
+    };
+    bytes[cur + 100] ^= 0xff;
+    std::fs::write(&img, bytes).unwrap();
+    let after = printenv(&cfg);
+    assert_ne!(after, before, "the corrupted copy must not be read");
+    let disk = Disk::open(&img, true).unwrap();
+    let mut boot = for_board(&board, &disk);
+    assert_eq!(
+        BootState::from_vars(&parse(&after)).unwrap(),
+        boot.load().unwrap()
+    );
+}
+
+fn parse(env: &str) -> ferry::board::ubootenv::Vars {
+    env.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn file_env_written_by_fw_setenv_is_read_by_ferry() {
+    let dev = Device::new();
+    let b = dev.bundle("1.1.0", 2, "v2.ferry", &[]);
+    assert_eq!(dev.run(&["install", "--no-reboot", s(&b)]).code, 0);
+    // U-Boot's script spends one attempt: emulate it with the real fw_setenv
+    dev.fw_printenv(); // extracts uboot.env and writes fw_env.config
+    let st = Command::new("fw_setenv")
+        .args(["-c", s(&dev.path("fw_env.config")), "BOOT_B_LEFT", "2"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let img = format!("{}@@{}", dev.path("disk.img").display(), 2048 * 512);
+    for f in ["uboot.env", "uboot.env.redund"] {
+        let st = Command::new("mcopy")
+            .args([
+                "-o",
+                "-i",
+                &img,
+                s(&dev.path("uboot.env")),
+                &format!("::{f}"),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let st = dev.status();
+    assert_eq!(st["slots"]["b"]["boot_attempts_left"], 2, "{st}");
+    assert_eq!(st["boot"]["trial"], "b");
+}
+
+#[test]
+fn boot_script_compiles_like_mkimage() {
+    // dumpimage (u-boot-tools) accepts ferry's boot.scr and extracts the source
+    let d = tempfile::tempdir().unwrap();
+    let (_, files) = Board::load("qemu-aarch64-virt").unwrap();
+    let src = &files.iter().find(|(n, _)| n == "boot.cmd").unwrap().1;
+    let scr = ferry::board::script::compile(src, "ferry test", 0);
+    std::fs::write(d.path().join("boot.scr"), &scr).unwrap();
+    let o = Command::new("dumpimage")
+        .args(["-l", s(&d.path().join("boot.scr"))])
+        .output()
+        .expect("dumpimage installed");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("Script"), "{text}");
+    std::fs::write(d.path().join("src.cmd"), src).unwrap();
+    let mut st = Command::new("mkimage");
+    st.args([
+        "-A",
+        "arm64",
+        "-T",
+        "script",
+        "-C",
+        "none",
+        "-n",
+        "ferry test",
+        "-d",
+    ])
+    .arg(d.path().join("src.cmd"))
+    .arg(d.path().join("mk.scr"))
+    .env("SOURCE_DATE_EPOCH", "0");
+    assert!(st.status().unwrap().success());
+    assert_eq!(
+        std::fs::read(d.path().join("mk.scr")).unwrap(),
+        scr,
+        "differs from mkimage's output"
+    );
+}

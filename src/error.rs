@@ -206,6 +206,12 @@ pub enum Error {
         partition: String,
         payload: String,
     },
+    /// The release feed was refused (unsigned, untrusted, expired, replayed).
+    Feed(crate::feed::FeedError),
+    /// A network operation failed; `what` says which.
+    Net { what: String, detail: String },
+    /// The cluster (Kubernetes API) refused or failed an operation.
+    Cluster(String),
     /// A required external item is missing or a usage rule was broken.
     Usage(String),
 }
@@ -229,6 +235,9 @@ impl fmt::Display for Error {
                 f,
                 "read-back of partition {partition} does not match payload {payload}'s installed digest (storage fault, or a bundle built wrong)"
             ),
+            Self::Feed(e) => e.fmt(f),
+            Self::Net { what, detail } => write!(f, "{what}: {detail}"),
+            Self::Cluster(d) => write!(f, "cluster: {d}"),
             Self::Usage(d) => write!(f, "{d}"),
         }
     }
@@ -255,6 +264,12 @@ impl std::error::Error for Error {
 impl From<BundleError> for Error {
     fn from(e: BundleError) -> Self {
         Self::Bundle(e)
+    }
+}
+
+impl From<crate::feed::FeedError> for Error {
+    fn from(e: crate::feed::FeedError) -> Self {
+        Self::Feed(e)
     }
 }
 
@@ -312,6 +327,9 @@ impl Error {
             Self::Boot(_) => 52,
             Self::State(_) => 53,
             Self::InvalidTransition { .. } => 54,
+            Self::Feed(_) => 60,
+            Self::Net { .. } => 61,
+            Self::Cluster(_) => 62,
             Self::Usage(_) => 2,
         }
     }

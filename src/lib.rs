@@ -21,8 +21,10 @@ pub mod board;
 pub mod bundle;
 pub mod cli;
 pub mod error;
+pub mod feed;
 pub mod health;
 pub mod io;
+pub mod net;
 pub mod update;
 
 pub use error::{Error, Result};

@@ -209,7 +209,10 @@ pub enum Error {
     /// The release feed was refused (unsigned, untrusted, expired, replayed).
     Feed(crate::feed::FeedError),
     /// A network operation failed; `what` says which.
-    Net { what: String, detail: String },
+    Net {
+        what: String,
+        detail: String,
+    },
     /// The cluster (Kubernetes API) refused or failed an operation.
     Cluster(String),
     /// A required external item is missing or a usage rule was broken.

@@ -20,6 +20,7 @@
 pub mod board;
 pub mod bundle;
 pub mod cli;
+pub mod daemon;
 pub mod error;
 pub mod feed;
 pub mod health;

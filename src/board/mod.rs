@@ -167,7 +167,11 @@ pub struct Board {
 }
 
 /// A shipped board: name, board file, extra files (name, contents).
-pub type BuiltinBoard = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+pub type BuiltinBoard = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 /// Board files shipped with ferry, embedded at build time.
 pub const BUILTIN: &[BuiltinBoard] = &[

@@ -47,7 +47,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Install a bundle file into the inactive slot and arm a trial boot.
+    /// Install a bundle (file, block device, or http(s) URL) into the
+    /// inactive slot and arm a trial boot.
     Install {
         file: PathBuf,
         /// Do not reboot after arming the trial boot.
@@ -57,6 +58,18 @@ enum Cmd {
     /// Boot-time health gate: on a trial boot, run the health checks, then
     /// commit, or mark bad and reboot back. Does nothing otherwise.
     Check,
+    /// The update daemon: trial gate, feed polling, streaming OTA, reboots.
+    Daemon {
+        /// One pass and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Talk to a running daemon: status, progress, check-now, pause, resume, install URL.
+    Ctl { cmd: String, url: Option<String> },
+    /// Release feeds.
+    #[cfg(feature = "host")]
+    #[command(subcommand)]
+    Feed(FeedCmd),
     /// Commit the trial slot we booted into.
     MarkGood,
     /// Reject the trial slot and reboot into the previous one.
@@ -159,6 +172,29 @@ enum BundleCmd {
         file: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[cfg(feature = "host")]
+#[derive(Subcommand, Debug)]
+enum FeedCmd {
+    /// Add a bundle to a channel, raise the serial, re-sign the index.
+    Publish {
+        #[arg(long)]
+        feed: PathBuf,
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Secret key (repeatable).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Seconds until devices refuse this index (default 30 days).
+        #[arg(long, default_value_t = 30 * 86400)]
+        expires_in: u64,
+        /// Publication time (Unix seconds), default now.
+        #[arg(long)]
+        now: Option<u64>,
     },
 }
 
@@ -278,6 +314,48 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             slots::install(&cli.config, &file, no_reboot, quiet).map(|_| 0)
         }
         Cmd::Check => slots::check(&cli.config).map(|_| 0),
+        Cmd::Daemon { once } => {
+            let cfg = crate::io::config::Config::load(&cli.config)?;
+            crate::daemon::run(cfg, crate::daemon::Options { once }).map(|_| 0)
+        }
+        Cmd::Ctl { cmd, url } => slots::ctl(&cli.config, &cmd, url).map(|_| 0),
+        #[cfg(feature = "host")]
+        Cmd::Feed(FeedCmd::Publish {
+            feed,
+            channel,
+            bundle,
+            keys,
+            expires_in,
+            now,
+        }) => {
+            let keys = keys
+                .iter()
+                .map(|k| crate::bundle::keys::read_secret(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let now = now.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            });
+            let idx = crate::feed::publish::publish(crate::feed::publish::Publish {
+                feed: &feed,
+                channel: &channel,
+                bundle: &bundle,
+                keys: &keys,
+                now,
+                expires_in,
+            })?;
+            println!(
+                "{}/{}/index.json: serial {}, {} releases, expires {}",
+                feed.display(),
+                channel,
+                idx.serial,
+                idx.releases.len(),
+                idx.expires
+            );
+            Ok(0)
+        }
         Cmd::MarkGood => {
             slots::event(&cli.config, crate::update::machine::Event::MarkGood).map(|_| 0)
         }

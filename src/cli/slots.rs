@@ -104,6 +104,56 @@ pub fn status(config: &Path, json: bool) -> Result<(), Error> {
 pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Result<(), Error> {
     let cfg = Config::load(config)?;
     let ring = keyring(&cfg)?;
+    let as_url = file
+        .to_str()
+        .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+        .map(String::from);
+    if let Some(url) = as_url {
+        // the daemon holds the state lock: hand the URL to it when it runs
+        if cfg.daemon.socket.exists() {
+            if let Ok(v) = crate::daemon::control::request(
+                &cfg.daemon.socket,
+                &serde_json::json!({"cmd": "install", "url": url}),
+            ) {
+                println!("handed to the running daemon: {v}");
+                return Ok(());
+            }
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start runtime", "tokio", e))?;
+        let fc = cfg.feed.clone();
+        let opts = crate::net::http::TlsOptions {
+            ca: fc.as_ref().map(|f| f.ca.clone()).unwrap_or_default(),
+            client_cert: fc.as_ref().and_then(|f| f.client_cert.clone()),
+            client_key: fc.as_ref().and_then(|f| f.client_key.clone()),
+            allow_http: fc.as_ref().is_some_and(|f| f.allow_http),
+            ..Default::default()
+        };
+        let client = crate::net::http::Client::new(&opts).map_err(|e| Error::Net {
+            what: "client".into(),
+            detail: e.to_string(),
+        })?;
+        let f = crate::daemon::ota::Fetcher {
+            rt: rt.handle().clone(),
+            client,
+            attempts: fc.map_or(6, |f| f.attempts),
+            backoff: std::time::Duration::from_millis(500),
+            received: Default::default(),
+        };
+        let mut node = Node::open(cfg, true)?;
+        let done = crate::daemon::ota::install_url(&mut node, &f, &url, None, &ring)?;
+        println!(
+            "installed {} into slot {}; trial boot armed",
+            done.version, done.slot
+        );
+        if !no_reboot {
+            node.reboot()?;
+        }
+        return Ok(());
+    }
     let mut node = Node::open(cfg, true)?;
     let total = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     let bar = super::progress::bar(total, "install", quiet);
@@ -185,4 +235,20 @@ pub fn check(config: &Path) -> Result<(), Error> {
         }
         Verdict::Pending => Ok(()),
     }
+}
+
+pub fn ctl(config: &Path, cmd: &str, url: Option<String>) -> Result<(), Error> {
+    let cfg = Config::load(config)?;
+    let mut req = serde_json::json!({"cmd": cmd});
+    if let Some(u) = url {
+        req["url"] = serde_json::Value::String(u);
+    }
+    let v = crate::daemon::control::request(&cfg.daemon.socket, &req)?;
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    if v["ok"] != true {
+        return Err(Error::Usage(
+            v["error"].as_str().unwrap_or("request failed").to_string(),
+        ));
+    }
+    Ok(())
 }

@@ -58,10 +58,19 @@ pub enum FeedError {
     Malformed(String),
     Unsigned,
     Untrusted(String),
-    Expired { expires: u64, now: u64 },
+    Expired {
+        expires: u64,
+        now: u64,
+    },
     /// An index with a lower serial than one already seen: a replay or rollback.
-    Replayed { serial: u64, seen: u64 },
-    WrongChannel { got: String, want: String },
+    Replayed {
+        serial: u64,
+        seen: u64,
+    },
+    WrongChannel {
+        got: String,
+        want: String,
+    },
 }
 
 impl fmt::Display for FeedError {
@@ -70,11 +79,16 @@ impl fmt::Display for FeedError {
             Self::Malformed(w) => write!(f, "feed index is malformed: {w}"),
             Self::Unsigned => write!(f, "feed index is not signed"),
             Self::Untrusted(w) => write!(f, "feed index is not trusted: {w}"),
-            Self::Expired { expires, now } => write!(f, "feed index expired at {expires} (now {now}): stale or frozen feed"),
+            Self::Expired { expires, now } => write!(
+                f,
+                "feed index expired at {expires} (now {now}): stale or frozen feed"
+            ),
             Self::Replayed { serial, seen } => {
                 write!(f, "feed index serial {serial} is older than serial {seen} already seen: replay or rollback refused")
             }
-            Self::WrongChannel { got, want } => write!(f, "feed index is for channel {got:?}, expected {want:?}"),
+            Self::WrongChannel { got, want } => {
+                write!(f, "feed index is for channel {got:?}, expected {want:?}")
+            }
         }
     }
 }
@@ -83,18 +97,27 @@ impl std::error::Error for FeedError {}
 
 /// The signature file: one `<key id hex> <signature hex>` line per signer.
 pub fn encode_sigs(sigs: &[SignatureEntry]) -> String {
-    sigs.iter().map(|s| format!("{} {}\n", hex(&s.key_id), hex(&s.signature))).collect()
+    sigs.iter()
+        .map(|s| format!("{} {}\n", hex(&s.key_id), hex(&s.signature)))
+        .collect()
 }
 
 pub fn parse_sigs(text: &str) -> Result<Vec<SignatureEntry>, FeedError> {
     let mut out = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let mut it = line.split_whitespace();
         let (Some(k), Some(s), None) = (it.next(), it.next(), it.next()) else {
-            return Err(FeedError::Malformed("signature line is not `<key id> <signature>`".into()));
+            return Err(FeedError::Malformed(
+                "signature line is not `<key id> <signature>`".into(),
+            ));
         };
         let key_id = unhex::<8>(k).ok_or_else(|| FeedError::Malformed("bad key id".into()))?;
-        let signature = unhex::<64>(s).ok_or_else(|| FeedError::Malformed("bad signature".into()))?;
+        let signature =
+            unhex::<64>(s).ok_or_else(|| FeedError::Malformed("bad signature".into()))?;
         out.push(SignatureEntry { key_id, signature });
     }
     if out.is_empty() {
@@ -105,38 +128,70 @@ pub fn parse_sigs(text: &str) -> Result<Vec<SignatureEntry>, FeedError> {
 
 /// Verify an index: signatures (threshold) over the exact bytes, then shape,
 /// channel, expiry and serial.
-pub fn verify(index: &[u8], sig_text: &str, keyring: &Keyring, channel: &str, now: u64, seen: Option<u64>) -> Result<Index, FeedError> {
+pub fn verify(
+    index: &[u8],
+    sig_text: &str,
+    keyring: &Keyring,
+    channel: &str,
+    now: u64,
+    seen: Option<u64>,
+) -> Result<Index, FeedError> {
     if index.len() > MAX_INDEX {
-        return Err(FeedError::Malformed(format!("index larger than {MAX_INDEX} bytes")));
+        return Err(FeedError::Malformed(format!(
+            "index larger than {MAX_INDEX} bytes"
+        )));
     }
     let sigs = parse_sigs(sig_text)?;
     keyring.verify(index, &sigs).map_err(|e| match e {
-        BundleError::NotEnoughSignatures { .. } | BundleError::BadSignature { .. } => FeedError::Untrusted(e.to_string()),
+        BundleError::NotEnoughSignatures { .. } | BundleError::BadSignature { .. } => {
+            FeedError::Untrusted(e.to_string())
+        }
         other => FeedError::Malformed(other.to_string()),
     })?;
-    let idx: Index = serde_json::from_slice(index).map_err(|e| FeedError::Malformed(e.to_string()))?;
+    let idx: Index =
+        serde_json::from_slice(index).map_err(|e| FeedError::Malformed(e.to_string()))?;
     if idx.format != FEED_FORMAT {
-        return Err(FeedError::Malformed(format!("unsupported feed format {}", idx.format)));
+        return Err(FeedError::Malformed(format!(
+            "unsupported feed format {}",
+            idx.format
+        )));
     }
     if idx.channel != channel {
-        return Err(FeedError::WrongChannel { got: idx.channel, want: channel.into() });
+        return Err(FeedError::WrongChannel {
+            got: idx.channel,
+            want: channel.into(),
+        });
     }
     if now >= idx.expires {
-        return Err(FeedError::Expired { expires: idx.expires, now });
+        return Err(FeedError::Expired {
+            expires: idx.expires,
+            now,
+        });
     }
     if let Some(seen) = seen.filter(|&s| idx.serial < s) {
-        return Err(FeedError::Replayed { serial: idx.serial, seen });
+        return Err(FeedError::Replayed {
+            serial: idx.serial,
+            seen,
+        });
     }
     for r in &idx.releases {
         if !crate::bundle::manifest::safe_name(&r.board) {
-            return Err(FeedError::Malformed(format!("release board {:?} is not a safe name", r.board)));
+            return Err(FeedError::Malformed(format!(
+                "release board {:?} is not a safe name",
+                r.board
+            )));
         }
     }
     Ok(idx)
 }
 
 /// The newest release for `board` newer than `current` and not below `floor`.
-pub fn pick<'a>(idx: &'a Index, board: &str, current: Option<&semver::Version>, floor: Option<&semver::Version>) -> Option<&'a FeedRelease> {
+pub fn pick<'a>(
+    idx: &'a Index,
+    board: &str,
+    current: Option<&semver::Version>,
+    floor: Option<&semver::Version>,
+) -> Option<&'a FeedRelease> {
     idx.releases
         .iter()
         .filter(|r| r.board == board)
@@ -195,28 +250,65 @@ mod tests {
         let evil = SecretKey::from_seed("evil", [2; 32]);
         let ring = Keyring::new(vec![k.public()], 1);
         let (b, s) = signed(&index(5, 1000), &k);
-        assert_eq!(verify(&b, &s, &ring, "stable", 500, Some(5)).unwrap().serial, 5);
-        assert_eq!(verify(&b, "", &ring, "stable", 500, None), Err(FeedError::Unsigned));
+        assert_eq!(
+            verify(&b, &s, &ring, "stable", 500, Some(5))
+                .unwrap()
+                .serial,
+            5
+        );
+        assert_eq!(
+            verify(&b, "", &ring, "stable", 500, None),
+            Err(FeedError::Unsigned)
+        );
         let (eb, es) = signed(&index(9, 1000), &evil);
-        assert!(matches!(verify(&eb, &es, &ring, "stable", 500, None), Err(FeedError::Untrusted(_))));
+        assert!(matches!(
+            verify(&eb, &es, &ring, "stable", 500, None),
+            Err(FeedError::Untrusted(_))
+        ));
         let mut tampered = b.clone();
         let i = tampered.windows(3).position(|w| w == b"1.2").unwrap();
         tampered[i + 2] = b'9';
-        assert!(matches!(verify(&tampered, &s, &ring, "stable", 500, None), Err(FeedError::Untrusted(_))));
-        assert_eq!(verify(&b, &s, &ring, "stable", 1000, None), Err(FeedError::Expired { expires: 1000, now: 1000 }));
-        assert_eq!(verify(&b, &s, &ring, "stable", 500, Some(6)), Err(FeedError::Replayed { serial: 5, seen: 6 }));
-        assert!(matches!(verify(&b, &s, &ring, "beta", 500, None), Err(FeedError::WrongChannel { .. })));
+        assert!(matches!(
+            verify(&tampered, &s, &ring, "stable", 500, None),
+            Err(FeedError::Untrusted(_))
+        ));
+        assert_eq!(
+            verify(&b, &s, &ring, "stable", 1000, None),
+            Err(FeedError::Expired {
+                expires: 1000,
+                now: 1000
+            })
+        );
+        assert_eq!(
+            verify(&b, &s, &ring, "stable", 500, Some(6)),
+            Err(FeedError::Replayed { serial: 5, seen: 6 })
+        );
+        assert!(matches!(
+            verify(&b, &s, &ring, "beta", 500, None),
+            Err(FeedError::WrongChannel { .. })
+        ));
     }
 
     #[test]
     fn pick_newest_compatible_above_current() {
         let i = index(1, 10);
         let v = |s: &str| semver::Version::parse(s).unwrap();
-        assert_eq!(pick(&i, "qemu-aarch64-virt", Some(&v("1.0.0")), None).unwrap().version, v("1.2.0"));
+        assert_eq!(
+            pick(&i, "qemu-aarch64-virt", Some(&v("1.0.0")), None)
+                .unwrap()
+                .version,
+            v("1.2.0")
+        );
         assert!(pick(&i, "qemu-aarch64-virt", Some(&v("1.2.0")), None).is_none());
         assert!(pick(&i, "raspberry-pi-4", None, None).is_none());
         assert!(pick(&i, "qemu-aarch64-virt", None, Some(&v("2.0.0"))).is_none());
-        assert_eq!(resolve("https://h/feed/stable/index.json", "bundles/a.ferry"), "https://h/feed/stable/bundles/a.ferry");
-        assert_eq!(resolve("https://h/x/index.json", "https://cdn/b.ferry"), "https://cdn/b.ferry");
+        assert_eq!(
+            resolve("https://h/feed/stable/index.json", "bundles/a.ferry"),
+            "https://h/feed/stable/bundles/a.ferry"
+        );
+        assert_eq!(
+            resolve("https://h/x/index.json", "https://cdn/b.ferry"),
+            "https://cdn/b.ferry"
+        );
     }
 }

@@ -21,13 +21,24 @@ pub struct Publish<'a> {
 
 pub fn publish(p: Publish) -> Result<Index, Error> {
     if !crate::bundle::manifest::safe_name(p.channel) {
-        return Err(Error::Usage(format!("channel {:?} is not a safe name", p.channel)));
+        return Err(Error::Usage(format!(
+            "channel {:?} is not a safe name",
+            p.channel
+        )));
     }
-    let mut f = std::io::BufReader::new(std::fs::File::open(p.bundle).map_err(|e| Error::io("open bundle", p.bundle, e))?);
+    let mut f = std::io::BufReader::new(
+        std::fs::File::open(p.bundle).map_err(|e| Error::io("open bundle", p.bundle, e))?,
+    );
     let b = reader::open(&mut f, None)?;
-    let size = std::fs::metadata(p.bundle).map_err(|e| Error::io("stat bundle", p.bundle, e))?.len();
+    let size = std::fs::metadata(p.bundle)
+        .map_err(|e| Error::io("stat bundle", p.bundle, e))?
+        .len();
     if size != b.total_len() {
-        return Err(Error::Usage(format!("{} is {size} bytes, its manifest says {}", p.bundle.display(), b.total_len())));
+        return Err(Error::Usage(format!(
+            "{} is {size} bytes, its manifest says {}",
+            p.bundle.display(),
+            b.total_len()
+        )));
     }
     let dir = p.feed.join(p.channel);
     let bdir = dir.join("bundles");
@@ -39,7 +50,10 @@ pub fn publish(p: Publish) -> Result<Index, Error> {
     std::fs::rename(&tmp, &dest).map_err(|e| Error::io("rename", &dest, e))?;
     let ipath = dir.join("index.json");
     let mut idx = match std::fs::read(&ipath) {
-        Ok(bytes) => serde_json::from_slice::<Index>(&bytes).map_err(|e| Error::Config { path: ipath.clone(), detail: e.to_string() })?,
+        Ok(bytes) => serde_json::from_slice::<Index>(&bytes).map_err(|e| Error::Config {
+            path: ipath.clone(),
+            detail: e.to_string(),
+        })?,
         Err(_) => Index {
             format: FEED_FORMAT,
             channel: p.channel.into(),
@@ -50,7 +64,8 @@ pub fn publish(p: Publish) -> Result<Index, Error> {
             extensions: Default::default(),
         },
     };
-    idx.releases.retain(|r| !(r.board == b.manifest.compatible && r.version == b.manifest.version));
+    idx.releases
+        .retain(|r| !(r.board == b.manifest.compatible && r.version == b.manifest.version));
     idx.releases.push(FeedRelease {
         version: b.manifest.version.clone(),
         board: b.manifest.compatible.clone(),
@@ -59,7 +74,8 @@ pub fn publish(p: Publish) -> Result<Index, Error> {
         manifest_sha256: b.manifest_digest,
         extensions: Default::default(),
     });
-    idx.releases.sort_by(|a, b| (&a.board, &a.version).cmp(&(&b.board, &b.version)));
+    idx.releases
+        .sort_by(|a, b| (&a.board, &a.version).cmp(&(&b.board, &b.version)));
     idx.serial += 1;
     idx.created = p.now;
     idx.expires = p.now + p.expires_in;

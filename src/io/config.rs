@@ -33,6 +33,86 @@ pub struct Config {
     pub reboot: String,
     #[serde(default)]
     pub health: crate::health::HealthConfig,
+    /// Where the daemon finds releases; no feed: the daemon only gates trial boots.
+    #[serde(default)]
+    pub feed: Option<FeedConfig>,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// URL of the channel's index.json.
+    pub url: String,
+    pub channel: String,
+    /// PEM files of the CAs trusted for the feed (a private CA is common).
+    #[serde(default)]
+    pub ca: Vec<PathBuf>,
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Plain http is refused unless this is set.
+    #[serde(default)]
+    pub allow_http: bool,
+    #[serde(default = "default_poll")]
+    pub poll_interval_s: u64,
+    /// Up to this many seconds are added at random to each poll interval.
+    #[serde(default = "default_jitter")]
+    pub jitter_s: u64,
+    /// "HH:MM-HH:MM" UTC; installs and reboots only inside it.
+    #[serde(default)]
+    pub maintenance_window: Option<String>,
+    /// Download attempts per install (network faults), with back-off.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Seconds to wait for the next bytes before a connection counts as stalled.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Local control API (root only, 0600).
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Hardware watchdog to pet while the daemon runs (e.g. /dev/watchdog).
+    #[serde(default)]
+    pub watchdog: Option<PathBuf>,
+    /// Reboot into an installed update without waiting to be told.
+    #[serde(default = "yes")]
+    pub auto_reboot: bool,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            socket: default_socket(),
+            watchdog: None,
+            auto_reboot: true,
+        }
+    }
+}
+
+fn default_poll() -> u64 {
+    3600
+}
+fn default_jitter() -> u64 {
+    300
+}
+fn default_attempts() -> u32 {
+    6
+}
+fn default_idle() -> u64 {
+    30
+}
+fn default_socket() -> PathBuf {
+    "/run/ferry.sock".into()
+}
+fn yes() -> bool {
+    true
 }
 
 fn default_state_dir() -> PathBuf {

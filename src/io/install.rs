@@ -32,6 +32,8 @@ pub struct SlotSink<'a> {
     range: (u64, u64),
     part: String,
     since_sync: usize,
+    /// The position after the last chunk written (not necessarily synced).
+    pub next: Position,
 }
 
 impl<'a> SlotSink<'a> {
@@ -45,6 +47,7 @@ impl<'a> SlotSink<'a> {
             range: (0, 0),
             part: String::new(),
             since_sync: 0,
+            next: Position::default(),
         }
     }
 }
@@ -84,6 +87,10 @@ impl PayloadSink for SlotSink<'_> {
             )));
         }
         self.disk.write_at(data, self.range.0 + offset)?;
+        self.next = Position {
+            payload: index,
+            chunk: chunk + 1,
+        };
         if let Some(p) = self.progress.as_mut() {
             p(data.len() as u64);
         }
@@ -108,6 +115,10 @@ impl PayloadSink for SlotSink<'_> {
             });
         }
         info!(payload = %p.name, partition = %self.part, "payload written and read back");
+        self.next = Position {
+            payload: index + 1,
+            chunk: 0,
+        };
         if let Some(cb) = self.on_durable.as_mut() {
             cb(index + 1, 0)?;
         }
@@ -200,7 +211,7 @@ pub fn install_file(
     // bundle on a spare partition or disk) is longer than it.
     let is_file = f.metadata().map(|m| m.is_file()).unwrap_or(true);
     let src = std::io::BufReader::with_capacity(1 << 20, f);
-    match write_slot(node, &b, src, start.unwrap_or_default(), is_file, progress) {
+    match write_slot(node, &b, src, start.unwrap_or_default(), is_file, progress).0 {
         Ok(()) => {}
         Err(e) => {
             // Record the failure; the slot stays out of the boot order.
@@ -249,7 +260,8 @@ pub fn resume_point(node: &Node, b: &OpenedBundle, target: Slot) -> Option<Posit
 }
 
 /// Stream `src` (positioned at `start`) into the target slot, persisting
-/// resume points as chunks become durable.
+/// resume points as chunks become durable. Also returns where writing got
+/// to, so a caller can resume a dropped download in the same process.
 pub fn write_slot<R: Read + Send>(
     node: &mut Node,
     b: &OpenedBundle,
@@ -257,7 +269,7 @@ pub fn write_slot<R: Read + Send>(
     start: Position,
     expect_eof: bool,
     progress: Option<Box<dyn FnMut(u64)>>,
-) -> Result<(), Error> {
+) -> (Result<(), Error>, Position) {
     let target = node.booted.other();
     let disk = node.disk.clone();
     let board = node.board.clone();
@@ -268,9 +280,11 @@ pub fn write_slot<R: Read + Send>(
         store.save(dev)
     };
     let mut sink = SlotSink::new(&disk, &board, target);
+    sink.next = start;
     sink.on_durable = Some(&mut on_durable);
     sink.progress = progress;
-    reader::stream(src, b, start, expect_eof, &mut sink)
+    let r = reader::stream(src, b, start, expect_eof, &mut sink);
+    (r, sink.next)
 }
 
 /// Whether the actions ask for a reboot.

@@ -68,7 +68,10 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
         .collect();
     let certs = certs.map_err(|e| HttpError::Config(format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(HttpError::Config(format!("{}: no certificates", path.display())));
+        return Err(HttpError::Config(format!(
+            "{}: no certificates",
+            path.display()
+        )));
     }
     Ok(certs)
 }
@@ -81,13 +84,17 @@ impl Client {
             let mut roots = rustls::RootCertStore::empty();
             for p in &o.ca {
                 for c in read_certs(p)? {
-                    roots.add(c).map_err(|e| HttpError::Config(format!("{}: {e}", p.display())))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| HttpError::Config(format!("{}: {e}", p.display())))?;
                 }
             }
             for pem in &o.ca_pem {
                 for c in CertificateDer::pem_slice_iter(pem) {
                     let c = c.map_err(|e| HttpError::Config(format!("CA certificate: {e}")))?;
-                    roots.add(c).map_err(|e| HttpError::Config(format!("CA certificate: {e}")))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| HttpError::Config(format!("CA certificate: {e}")))?;
                 }
             }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -97,27 +104,51 @@ impl Client {
                 .with_root_certificates(roots);
             let cfg = match (&o.client_cert, &o.client_key) {
                 _ if o.client_pem.is_some() => {
-                    let (c, k) = o.client_pem.as_ref().ok_or_else(|| HttpError::Config("client pem".into()))?;
+                    let (c, k) = o
+                        .client_pem
+                        .as_ref()
+                        .ok_or_else(|| HttpError::Config("client pem".into()))?;
                     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(c).collect();
-                    let certs = certs.map_err(|e| HttpError::Config(format!("client certificate: {e}")))?;
-                    let key = PrivateKeyDer::from_pem_slice(k).map_err(|e| HttpError::Config(format!("client key: {e}")))?;
-                    builder.with_client_auth_cert(certs, key).map_err(|e| HttpError::Config(e.to_string()))?
+                    let certs =
+                        certs.map_err(|e| HttpError::Config(format!("client certificate: {e}")))?;
+                    let key = PrivateKeyDer::from_pem_slice(k)
+                        .map_err(|e| HttpError::Config(format!("client key: {e}")))?;
+                    builder
+                        .with_client_auth_cert(certs, key)
+                        .map_err(|e| HttpError::Config(e.to_string()))?
                 }
                 (Some(c), Some(k)) => {
-                    let key = PrivateKeyDer::from_pem_file(k).map_err(|e| HttpError::Config(format!("{}: {e}", k.display())))?;
-                    builder.with_client_auth_cert(read_certs(c)?, key).map_err(|e| HttpError::Config(e.to_string()))?
+                    let key = PrivateKeyDer::from_pem_file(k)
+                        .map_err(|e| HttpError::Config(format!("{}: {e}", k.display())))?;
+                    builder
+                        .with_client_auth_cert(read_certs(c)?, key)
+                        .map_err(|e| HttpError::Config(e.to_string()))?
                 }
                 (None, None) => builder.with_no_client_auth(),
-                _ => return Err(HttpError::Config("client_cert and client_key go together".into())),
+                _ => {
+                    return Err(HttpError::Config(
+                        "client_cert and client_key go together".into(),
+                    ))
+                }
             };
             Some(Arc::new(cfg))
         };
-        Ok(Client { tls, allow_http: o.allow_http, connect_timeout: Duration::from_secs(15), idle_timeout: Duration::from_secs(30) })
+        Ok(Client {
+            tls,
+            allow_http: o.allow_http,
+            connect_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(30),
+        })
     }
 
     /// GET `url`, optionally from byte `from` on (HTTP Range). Returns the
     /// status and the streaming body; redirects are not followed.
-    pub async fn get(&self, url: &Url, from: Option<u64>, headers: &[(&str, String)]) -> Result<Response, HttpError> {
+    pub async fn get(
+        &self,
+        url: &Url,
+        from: Option<u64>,
+        headers: &[(&str, String)],
+    ) -> Result<Response, HttpError> {
         let mut h: Vec<(&str, String)> = headers.to_vec();
         if let Some(f) = from.filter(|&f| f > 0) {
             h.push(("range", format!("bytes={f}-")));
@@ -126,11 +157,20 @@ impl Client {
     }
 
     /// Any method with an optional body (for the Kubernetes API).
-    pub async fn request(&self, method: &str, url: &Url, headers: &[(&str, String)], body: Vec<u8>) -> Result<Response, HttpError> {
-        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(url.authority()))
-            .await
-            .map_err(|_| HttpError::Timeout("connecting"))?
-            .map_err(|e| HttpError::Connect(format!("{}: {e}", url.authority())))?;
+    pub async fn request(
+        &self,
+        method: &str,
+        url: &Url,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<Response, HttpError> {
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(url.authority()),
+        )
+        .await
+        .map_err(|_| HttpError::Timeout("connecting"))?
+        .map_err(|e| HttpError::Connect(format!("{}: {e}", url.authority())))?;
         let _ = tcp.set_nodelay(true);
         let mut req = hyper::Request::builder()
             .method(method)
@@ -140,20 +180,31 @@ impl Client {
         for (k, v) in headers {
             req = req.header(*k, v);
         }
-        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| HttpError::Protocol(e.to_string()))?;
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| HttpError::Protocol(e.to_string()))?;
         let resp = if url.https {
             let Some(cfg) = &self.tls else {
-                return Err(HttpError::Config("https URL but no trust roots configured (ca)".into()));
+                return Err(HttpError::Config(
+                    "https URL but no trust roots configured (ca)".into(),
+                ));
             };
-            let name = ServerName::try_from(url.host.clone()).map_err(|e| HttpError::Config(e.to_string()))?;
-            let tls = tokio::time::timeout(self.connect_timeout, tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, tcp))
-                .await
-                .map_err(|_| HttpError::Timeout("in the TLS handshake"))?
-                .map_err(|e| HttpError::Tls(e.to_string()))?;
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|e| HttpError::Config(e.to_string()))?;
+            let tls = tokio::time::timeout(
+                self.connect_timeout,
+                tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| HttpError::Timeout("in the TLS handshake"))?
+            .map_err(|e| HttpError::Tls(e.to_string()))?;
             self.send(TokioIo::new(tls), req).await?
         } else {
             if !self.allow_http {
-                return Err(HttpError::Config(format!("plain http to {} refused (set allow_http = true to permit)", url.redacted())));
+                return Err(HttpError::Config(format!(
+                    "plain http to {} refused (set allow_http = true to permit)",
+                    url.redacted()
+                )));
             }
             self.send(TokioIo::new(tcp), req).await?
         };
@@ -164,7 +215,9 @@ impl Client {
     where
         T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| HttpError::Protocol(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| HttpError::Protocol(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -173,11 +226,25 @@ impl Client {
             .map_err(|_| HttpError::Timeout("waiting for response headers"))?
             .map_err(|e| HttpError::Protocol(e.to_string()))?;
         let status = resp.status().as_u16();
-        let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
         let content_length = header("content-length").and_then(|v| v.parse().ok());
-        let content_range_start = header("content-range")
-            .and_then(|v| v.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|s| s.parse().ok()));
-        Ok(Response { status, content_length, content_range_start, body: resp.into_body(), idle: self.idle_timeout })
+        let content_range_start = header("content-range").and_then(|v| {
+            v.strip_prefix("bytes ")
+                .and_then(|r| r.split('-').next())
+                .and_then(|s| s.parse().ok())
+        });
+        Ok(Response {
+            status,
+            content_length,
+            content_range_start,
+            body: resp.into_body(),
+            idle: self.idle_timeout,
+        })
     }
 }
 

@@ -16,7 +16,9 @@ impl Url {
         } else if let Some(r) = s.strip_prefix("http://") {
             (false, r)
         } else {
-            return Err(format!("{s:?}: only http:// and https:// URLs are supported"));
+            return Err(format!(
+                "{s:?}: only http:// and https:// URLs are supported"
+            ));
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -27,24 +29,41 @@ impl Url {
         }
         let (host, port) = if let Some(h) = authority.strip_prefix('[') {
             let end = h.find(']').ok_or("unclosed IPv6 literal")?;
-            let port = h[end + 1..].strip_prefix(':').map(|p| p.parse::<u16>().map_err(|_| "bad port")).transpose()?;
+            let port = h[end + 1..]
+                .strip_prefix(':')
+                .map(|p| p.parse::<u16>().map_err(|_| "bad port"))
+                .transpose()?;
             (h[..end].to_string(), port)
         } else {
             match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?)),
+                Some((h, p)) => (
+                    h.to_string(),
+                    Some(p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
+                ),
                 None => (authority.to_string(), None),
             }
         };
         if host.is_empty() || path.contains(char::is_whitespace) {
             return Err(format!("{s:?} is not a valid URL"));
         }
-        Ok(Url { https, port: port.unwrap_or(if https { 443 } else { 80 }), host, path: path.to_string() })
+        Ok(Url {
+            https,
+            port: port.unwrap_or(if https { 443 } else { 80 }),
+            host,
+            path: path.to_string(),
+        })
     }
 
     /// For logs: never includes a query string (it may carry a token).
     pub fn redacted(&self) -> String {
         let path = self.path.split('?').next().unwrap_or("/");
-        format!("{}://{}:{}{}", if self.https { "https" } else { "http" }, self.host, self.port, path)
+        format!(
+            "{}://{}:{}{}",
+            if self.https { "https" } else { "http" },
+            self.host,
+            self.port,
+            path
+        )
     }
 
     pub fn authority(&self) -> String {
@@ -63,11 +82,17 @@ mod tests {
     #[test]
     fn parses_the_supported_subset() {
         let u = Url::parse("https://feed.example:8443/stable/index.json?x=1").unwrap();
-        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (true, "feed.example", 8443, "/stable/index.json?x=1"));
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "feed.example", 8443, "/stable/index.json?x=1")
+        );
         assert_eq!(u.redacted(), "https://feed.example:8443/stable/index.json");
         assert_eq!(Url::parse("http://10.0.2.2").unwrap().port, 80);
         let v6 = Url::parse("https://[::1]:6443/readyz").unwrap();
-        assert_eq!((v6.host.as_str(), v6.authority()), ("::1", "[::1]:6443".to_string()));
+        assert_eq!(
+            (v6.host.as_str(), v6.authority()),
+            ("::1", "[::1]:6443".to_string())
+        );
         assert!(Url::parse("ftp://x/").is_err());
         assert!(Url::parse("https://user:pw@x/").is_err());
         assert!(Url::parse("https://x:99999/").is_err());

@@ -2,6 +2,8 @@
 //! payloads, keys, bundles and a disk image with a device config in a temp dir.
 #![allow(dead_code)]
 
+pub mod httpd;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

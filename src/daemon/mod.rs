@@ -1,0 +1,352 @@
+//! `ferry daemon`: what runs on every node. At start it gates a trial boot
+//! on health (commit, or roll back and reboot); then it polls the signed
+//! release feed with jitter inside the maintenance window, streams a newer
+//! release into the inactive slot, and reboots into it. A local control
+//! socket reports status and takes check-now / pause / resume / install.
+//! The loop is synchronous; a one-worker tokio runtime serves HTTP.
+
+pub mod control;
+pub mod ota;
+pub mod window;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{error, info, warn};
+
+use crate::bundle::Keyring;
+use crate::error::Error;
+use crate::feed;
+use crate::health::{run_round, Gate, Verdict};
+use crate::io::config::{Config, FeedConfig};
+use crate::io::node::Node;
+use crate::io::store::write_durable;
+use crate::net::http::{Client, TlsOptions};
+use crate::net::url::Url;
+use crate::update::machine::{Event, State};
+
+#[derive(Default)]
+pub struct Wake {
+    pub check_now: bool,
+    pub install_url: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Shared {
+    pub paused: AtomicBool,
+    wake: Mutex<Wake>,
+    cv: Condvar,
+    status: Mutex<serde_json::Value>,
+    phase: Mutex<String>,
+    pub received: Arc<AtomicU64>,
+}
+
+impl Shared {
+    pub fn wake(&self, f: impl FnOnce(&mut Wake)) {
+        if let Ok(mut w) = self.wake.lock() {
+            f(&mut w);
+        }
+        self.cv.notify_all();
+    }
+    pub fn status(&self) -> serde_json::Value {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+    pub fn phase(&self) -> String {
+        self.phase.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+    fn set_phase(&self, p: &str) {
+        if let Ok(mut s) = self.phase.lock() {
+            *s = p.to_string();
+        }
+    }
+    /// Wait up to `d` for a wake-up; returns what was asked.
+    fn wait(&self, d: Duration) -> Wake {
+        let Ok(mut g) = self.wake.lock() else {
+            return Wake::default();
+        };
+        let deadline = Instant::now() + d;
+        while !g.check_now && g.install_url.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.cv.wait_timeout(g, left) {
+                Ok((ng, _)) => g = ng,
+                Err(_) => return Wake::default(),
+            }
+        }
+        std::mem::take(&mut *g)
+    }
+}
+
+pub struct Options {
+    /// One pass (gate, poll, install) and exit: for tests and cron-style use.
+    pub once: bool,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn jitter(max: u64) -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::getrandom(&mut b);
+    if max == 0 {
+        0
+    } else {
+        u64::from_le_bytes(b) % (max + 1)
+    }
+}
+
+pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start runtime", "tokio", e))?;
+    let keyring = Keyring::load(&[] as &[&std::path::Path], &[&cfg.keyring], cfg.threshold)?;
+    let shared = Arc::new(Shared::default());
+    match control::bind(&cfg.daemon.socket) {
+        Ok(l) => {
+            let s = shared.clone();
+            std::thread::spawn(move || control::serve(l, s));
+        }
+        Err(e) => warn!(error = %e, "control socket unavailable"),
+    }
+    if let Some(w) = &cfg.daemon.watchdog {
+        start_watchdog(w);
+    }
+    let mut node = Node::open(cfg.clone(), true)?;
+    publish_status(&mut node, &shared);
+    info!(booted = %node.booted, state = %node.dev.state, "daemon started");
+
+    if matches!(node.dev.state, State::Trial { .. }) {
+        shared.set_phase("health");
+        gate(&mut node)?;
+        publish_status(&mut node, &shared);
+    }
+    let fetcher = match &cfg.feed {
+        Some(f) => Some(fetcher(f, rt.handle().clone(), shared.received.clone())?),
+        None => None,
+    };
+    let window = cfg
+        .feed
+        .as_ref()
+        .and_then(|f| f.maintenance_window.as_deref())
+        .map(window::parse)
+        .transpose()
+        .map_err(|d| Error::Config {
+            path: "maintenance_window".into(),
+            detail: d,
+        })?;
+    let mut wake = Wake::default();
+    loop {
+        let mut failure: Option<Error> = None;
+        let in_window = window.is_none_or(|w| window::contains(w, now()));
+        let explicit = wake.install_url.take();
+        if let Some(url) = explicit {
+            if let Some(f) = &fetcher {
+                shared.set_phase("installing");
+                match ota::install_url(&mut node, f, &url, None, &keyring) {
+                    Ok(done) => {
+                        info!(slot = %done.slot, version = %done.version, "installed from request")
+                    }
+                    Err(e) => {
+                        error!(error = %e, "install request failed");
+                        failure = Some(e);
+                    }
+                }
+            }
+        } else if !shared.paused.load(Ordering::SeqCst)
+            && in_window
+            && !matches!(node.dev.state, State::Installed { .. })
+        {
+            if let (Some(fc), Some(f)) = (&cfg.feed, &fetcher) {
+                shared.set_phase("polling");
+                if let Err(e) = poll_once(&mut node, f, fc, &keyring) {
+                    error!(error = %e, "update check failed");
+                    failure = Some(e);
+                }
+            }
+        }
+        publish_status(&mut node, &shared);
+        if matches!(node.dev.state, State::Installed { .. })
+            && cfg.daemon.auto_reboot
+            && in_window
+            && !shared.paused.load(Ordering::SeqCst)
+        {
+            shared.set_phase("rebooting");
+            node.reboot()?;
+            if cfg.reboot == "record" {
+                // tests: the "reboot" happened; stop like a real reboot would
+                return Ok(());
+            }
+        }
+        if opts.once {
+            return failure.map_or(Ok(()), Err);
+        }
+        shared.set_phase("idle");
+        let interval = cfg
+            .feed
+            .as_ref()
+            .map(|f| f.poll_interval_s + jitter(f.jitter_s))
+            .unwrap_or(3600);
+        wake = shared.wait(Duration::from_secs(interval));
+    }
+}
+
+fn fetcher(
+    f: &FeedConfig,
+    rt: tokio::runtime::Handle,
+    received: Arc<AtomicU64>,
+) -> Result<ota::Fetcher, Error> {
+    let opts = TlsOptions {
+        ca: f.ca.clone(),
+        client_cert: f.client_cert.clone(),
+        client_key: f.client_key.clone(),
+        allow_http: f.allow_http,
+        ..Default::default()
+    };
+    let mut client = Client::new(&opts).map_err(|e| Error::Net {
+        what: "feed client".into(),
+        detail: e.to_string(),
+    })?;
+    client.idle_timeout = Duration::from_secs(f.idle_timeout_s.max(1));
+    Ok(ota::Fetcher {
+        rt,
+        client,
+        attempts: f.attempts,
+        backoff: Duration::from_millis(500),
+        received,
+    })
+}
+
+/// Fetch and verify the index, pick a release, install it.
+pub fn poll_once(
+    node: &mut Node,
+    f: &ota::Fetcher,
+    fc: &FeedConfig,
+    keyring: &Keyring,
+) -> Result<(), Error> {
+    let url = Url::parse(&fc.url).map_err(|d| Error::Usage(format!("feed url: {d}")))?;
+    let sig_url = Url::parse(&format!("{}.sig", fc.url))
+        .map_err(|d| Error::Usage(format!("feed url: {d}")))?;
+    let get = |u: &Url, max: usize| -> Result<Vec<u8>, Error> {
+        let net = |e: crate::net::http::HttpError| Error::Net {
+            what: format!("GET {}", u.redacted()),
+            detail: e.to_string(),
+        };
+        let resp = f.rt.block_on(f.client.get(u, None, &[])).map_err(net)?;
+        if resp.status != 200 {
+            return Err(net(crate::net::http::HttpError::Status(resp.status)));
+        }
+        f.rt.block_on(resp.bytes(max)).map_err(net)
+    };
+    let index = get(&url, feed::MAX_INDEX)?;
+    let sig = get(&sig_url, feed::MAX_SIG_FILE)?;
+    let seen_path = node.cfg.state_dir.join("feed.json");
+    let seen: Option<u64> = std::fs::read(&seen_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["serial"].as_u64());
+    let idx = feed::verify(
+        &index,
+        &String::from_utf8_lossy(&sig),
+        keyring,
+        &fc.channel,
+        now(),
+        seen,
+    )?;
+    if seen != Some(idx.serial) {
+        write_durable(
+            &seen_path,
+            serde_json::json!({"channel": fc.channel, "serial": idx.serial})
+                .to_string()
+                .as_bytes(),
+        )?;
+    }
+    let current = node.dev.slots[node.booted.index()]
+        .release
+        .as_ref()
+        .map(|r| r.version.clone());
+    let floor = node.dev.floor.clone();
+    let Some(rel) = feed::pick(
+        &idx,
+        &node.board.compatible,
+        current.as_ref(),
+        floor.as_ref(),
+    ) else {
+        info!(serial = idx.serial, "no newer release");
+        return Ok(());
+    };
+    let bundle_url = feed::resolve(&fc.url, &rel.url);
+    info!(version = %rel.version, serial = idx.serial, "new release");
+    ota::install_url(node, f, &bundle_url, Some(rel.manifest_sha256), keyring)?;
+    Ok(())
+}
+
+/// Health gate of a trial boot: commit, or roll back and reboot.
+pub fn gate(node: &mut Node) -> Result<(), Error> {
+    let State::Trial { slot, release } = node.dev.state.clone() else {
+        return Ok(());
+    };
+    let h = node.cfg.health.clone();
+    info!(slot = %slot, version = %release.version, "health checks started");
+    let mut g = Gate::new(h.passes, Duration::from_secs(h.deadline_s), Instant::now());
+    loop {
+        let r = run_round(&h);
+        match g.observe(r, Instant::now()) {
+            Verdict::Pending => std::thread::sleep(Duration::from_secs(h.interval_s)),
+            Verdict::Passed => {
+                node.apply(Event::HealthPassed)?;
+                info!(slot = %slot, version = %release.version, "slot committed");
+                return Ok(());
+            }
+            Verdict::Failed(reason) => {
+                let acts = node.apply(Event::HealthFailed {
+                    reason: reason.clone(),
+                })?;
+                error!(slot = %slot, reason = %reason, "trial failed; rolling back");
+                if crate::io::install::wants_reboot(&acts) {
+                    node.reboot()?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn publish_status(node: &mut Node, shared: &Shared) {
+    let d = &node.dev;
+    let v = serde_json::json!({
+        "booted": node.booted.to_string(),
+        "state": d.state.name(),
+        "state_detail": d.state.to_string(),
+        "slot_a": d.slots[0].status.as_str(),
+        "slot_b": d.slots[1].status.as_str(),
+        "version": d.slots[node.booted.index()].release.as_ref().map(|r| r.version.to_string()),
+        "paused": shared.paused.load(Ordering::SeqCst),
+    });
+    if let Ok(mut s) = shared.status.lock() {
+        *s = v;
+    }
+}
+
+/// Pet the watchdog every few seconds from a thread that lives as long as
+/// the daemon: if the daemon (or the trial boot) hangs, the board resets.
+fn start_watchdog(path: &std::path::Path) {
+    use std::io::Write as _;
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(mut f) => {
+            std::thread::spawn(move || loop {
+                let _ = f.write_all(b"\0");
+                std::thread::sleep(Duration::from_secs(5));
+            });
+        }
+        Err(e) => warn!(path = %path.display(), error = %e, "watchdog not available"),
+    }
+}

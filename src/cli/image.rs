@@ -49,3 +49,122 @@ pub fn build(
     );
     Ok(())
 }
+
+pub fn flash(
+    image: &Path,
+    device: &Path,
+    yes: bool,
+    verify: bool,
+    quiet: bool,
+) -> Result<(), Error> {
+    use std::io::IsTerminal as _;
+    let t = crate::io::flash::inspect_target(device)?;
+    let len = std::fs::metadata(image)
+        .map_err(|e| Error::io("stat image", image, e))?
+        .len();
+    if t.block && !yes {
+        crate::io::flash::check_target(&t, None)?;
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Usage(format!(
+                "refusing to overwrite {} without --yes (no terminal to ask on)",
+                device.display()
+            )));
+        }
+        eprint!(
+            "Write {} to {} ({} bytes)? Everything on it is destroyed. [y/N] ",
+            image.display(),
+            device.display(),
+            t.size.unwrap_or(0)
+        );
+        let mut a = String::new();
+        let _ = std::io::stdin().read_line(&mut a);
+        if !matches!(a.trim(), "y" | "Y" | "yes") {
+            return Err(Error::Usage("not confirmed".into()));
+        }
+    }
+    let bar = super::progress::bar(len, "flash", quiet);
+    let mut tick = |n: u64| {
+        if let Some(b) = &bar {
+            b.inc(n)
+        }
+    };
+    let start = std::time::Instant::now();
+    let r = crate::io::flash::flash(image, device, verify, &mut tick)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-6);
+    println!(
+        "{}: {} bytes image, {} written, {} skipped (holes and zero blocks), {:.1} MB/s{}",
+        device.display(),
+        r.image_size,
+        r.written,
+        r.skipped,
+        r.written as f64 / secs / 1e6,
+        if r.verified {
+            ", verified by read-back"
+        } else {
+            ", NOT verified"
+        }
+    );
+    Ok(())
+}
+
+pub fn provision(
+    image: &Path,
+    node: Option<&Path>,
+    batch: Option<&Path>,
+    template: Option<&Path>,
+    out: Option<&Path>,
+    part: &str,
+) -> Result<(), Error> {
+    use crate::io::provision::{self as pv, NodeConfig};
+    let load = |p: &Path| -> Result<NodeConfig, Error> {
+        let t = std::fs::read_to_string(p).map_err(|e| Error::io("read node config", p, e))?;
+        toml::from_str(&t).map_err(|e| Error::Config {
+            path: p.into(),
+            detail: e.to_string(),
+        })
+    };
+    match (node, batch, template, out) {
+        (Some(n), None, _, _) => {
+            let cfg = load(n)?;
+            let s = pv::provision(image, part, &cfg)?;
+            println!("{}: provisioned", image.display());
+            for (k, v) in s {
+                println!("  {k} = {v}");
+            }
+            Ok(())
+        }
+        (None, Some(b), Some(t), Some(o)) => {
+            let csv = std::fs::read_to_string(b).map_err(|e| Error::io("read CSV", b, e))?;
+            let reps = pv::batch(&csv, &load(t)?, image, part, o)?;
+            let mut bad = 0;
+            for r in &reps {
+                println!(
+                    "row {:>3} {:<20} {:<12} {}",
+                    r.row,
+                    r.hostname,
+                    r.status,
+                    r.error.as_deref().unwrap_or("")
+                );
+                bad += usize::from(r.status == "error");
+            }
+            println!(
+                "{} rows: {} ok, {bad} failed; report in {}",
+                reps.len(),
+                reps.len() - bad,
+                o.join("report.json").display()
+            );
+            if bad > 0 {
+                return Err(Error::Usage(format!(
+                    "{bad} row(s) failed (see the report)"
+                )));
+            }
+            Ok(())
+        }
+        _ => Err(Error::Usage(
+            "give --config NODE.toml, or --batch CSV --template NODE.toml --out DIR".into(),
+        )),
+    }
+}

@@ -24,8 +24,8 @@ use crate::error::Error;
     about = "A/B updates for k3s boards: signed streaming bundles, trial boots, automatic rollback"
 )]
 struct Cli {
-    /// Device configuration file.
-    #[arg(long, global = true, default_value = crate::io::config::DEFAULT_PATH)]
+    /// Device configuration file (before the command).
+    #[arg(long, default_value = crate::io::config::DEFAULT_PATH)]
     config: PathBuf,
     /// No progress bars.
     #[arg(long, short, global = true)]
@@ -66,10 +66,42 @@ enum Cmd {
     },
     /// Talk to a running daemon: status, progress, check-now, pause, resume, install URL.
     Ctl { cmd: String, url: Option<String> },
+    /// Write a disk image (raw or .img.zst) to a block device or file, sparse-aware, then verify.
+    #[cfg(feature = "host")]
+    Flash {
+        image: PathBuf,
+        device: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        /// Skip the read-back verification.
+        #[arg(long)]
+        no_verify: bool,
+    },
     /// Release feeds.
     #[cfg(feature = "host")]
     #[command(subcommand)]
     Feed(FeedCmd),
+    /// Personalise an image or card before first boot (one, or a CSV batch).
+    #[cfg(feature = "host")]
+    Provision {
+        /// Image file or card to personalise (with --batch: the base image).
+        #[arg(long)]
+        image: PathBuf,
+        /// Node settings (TOML) for one device.
+        #[arg(long = "config", conflicts_with = "batch")]
+        node: Option<PathBuf>,
+        /// CSV of devices, one row each (header: hostname,role,server_url,token,labels,...).
+        #[arg(long, requires_all = ["template", "out"])]
+        batch: Option<PathBuf>,
+        #[arg(long)]
+        template: Option<PathBuf>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The partition that receives the files.
+        #[arg(long, default_value = "data")]
+        data_partition: String,
+    },
     /// Commit the trial slot we booted into.
     MarkGood,
     /// Reject the trial slot and reboot into the previous one.
@@ -318,6 +350,30 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             let cfg = crate::io::config::Config::load(&cli.config)?;
             crate::daemon::run(cfg, crate::daemon::Options { once }).map(|_| 0)
         }
+        #[cfg(feature = "host")]
+        Cmd::Flash {
+            image,
+            device,
+            yes,
+            no_verify,
+        } => image::flash(&image, &device, yes, !no_verify, quiet).map(|_| 0),
+        #[cfg(feature = "host")]
+        Cmd::Provision {
+            image,
+            node,
+            batch,
+            template,
+            out,
+            data_partition,
+        } => image::provision(
+            &image,
+            node.as_deref(),
+            batch.as_deref(),
+            template.as_deref(),
+            out.as_deref(),
+            &data_partition,
+        )
+        .map(|_| 0),
         Cmd::Ctl { cmd, url } => slots::ctl(&cli.config, &cmd, url).map(|_| 0),
         #[cfg(feature = "host")]
         Cmd::Feed(FeedCmd::Publish {

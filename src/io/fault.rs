@@ -26,3 +26,24 @@ pub fn point(what: &str) {
         }
     }
 }
+
+/// With `FERRY_CORRUPT_WRITE=N`, the N-th data block written to a target is
+/// stored with one bit flipped, like a card that acknowledges a write and
+/// keeps other bits. Read-back verification must catch it.
+pub fn corrupt(buf: &[u8]) -> Option<Vec<u8>> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    static L: OnceLock<Option<u64>> = OnceLock::new();
+    let l = (*L.get_or_init(|| {
+        std::env::var("FERRY_CORRUPT_WRITE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    }))?;
+    let n = N.fetch_add(1, Ordering::SeqCst) + 1;
+    if n != l || buf.is_empty() {
+        return None;
+    }
+    let mut v = buf.to_vec();
+    let i = v.len() / 2;
+    v[i] ^= 0x04;
+    Some(v)
+}

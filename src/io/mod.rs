@@ -5,7 +5,11 @@ pub mod config;
 pub mod disk;
 pub mod fault;
 #[cfg(feature = "host")]
+pub mod flash;
+#[cfg(feature = "host")]
 pub mod image;
 pub mod install;
 pub mod node;
+#[cfg(feature = "host")]
+pub mod provision;
 pub mod store;

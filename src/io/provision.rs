@@ -1,0 +1,547 @@
+//! `ferry provision` (host only): personalise a flashed card or an image
+//! before first boot, as k3OS's config.yaml did. The settings go into the
+//! data partition (ext4, via e2fsprogs' debugfs) as `provision/node.toml`
+//! (0600) with `provision/authorized_keys` (0600) and
+//! `provision/identity/client.{crt,key}` (0644/0600); the OS applies them on
+//! first boot (README "Provisioning"). Secrets are never logged or reported.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use super::disk::Disk;
+use crate::error::Error;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_authorized_keys: Vec<String>,
+    #[serde(default)]
+    pub k3s: K3s,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<Feed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi: Option<Wifi>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ntp: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct K3s {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
+    /// Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Feed {
+    pub url: String,
+    pub channel: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// Given certificate and key (PEM files on the host)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// ...or generate a key and a self-signed certificate (CN = hostname)
+    /// whose fingerprint the feed server pins. (A factory CA signs given
+    /// certificates outside ferry.)
+    #[serde(default)]
+    pub generate: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Wifi {
+    pub ssid: String,
+    /// Secret.
+    pub psk: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+fn bad(what: impl Into<String>) -> Error {
+    Error::Usage(what.into())
+}
+
+fn hostname_ok(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 63
+        && h.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        && !h.starts_with('-')
+        && !h.ends_with('-')
+}
+
+impl NodeConfig {
+    pub fn validate(&self) -> Result<(), Error> {
+        if let Some(h) = &self.hostname {
+            if !hostname_ok(h) {
+                return Err(bad(format!("hostname {h:?} is not a valid host name")));
+            }
+        }
+        match self.k3s.role.as_deref() {
+            None | Some("server") => {}
+            Some("agent") => {
+                if self.k3s.server_url.is_none() || self.k3s.token.is_none() {
+                    return Err(bad("an agent needs k3s.server_url and k3s.token"));
+                }
+            }
+            Some(r) => return Err(bad(format!("k3s.role {r:?}: expected server or agent"))),
+        }
+        for l in &self.k3s.labels {
+            if !l.contains('=') || l.contains(char::is_whitespace) {
+                return Err(bad(format!("label {l:?}: expected key=value")));
+            }
+        }
+        for t in &self.k3s.taints {
+            let ok = t
+                .split_once(':')
+                .is_some_and(|(_, e)| matches!(e, "NoSchedule" | "PreferNoSchedule" | "NoExecute"));
+            if !ok {
+                return Err(bad(format!(
+                    "taint {t:?}: expected key=value:NoSchedule|PreferNoSchedule|NoExecute"
+                )));
+            }
+        }
+        for k in &self.ssh_authorized_keys {
+            if k.contains('\n')
+                || !k.starts_with("ssh-") && !k.starts_with("ecdsa-") && !k.starts_with("sk-")
+            {
+                return Err(bad("ssh_authorized_keys: one OpenSSH public key per entry"));
+            }
+        }
+        if let Some(u) = self.k3s.server_url.as_deref() {
+            crate::net::url::Url::parse(u).map_err(|e| bad(format!("k3s.server_url: {e}")))?;
+        }
+        if let Some(f) = &self.feed {
+            crate::net::url::Url::parse(&f.url).map_err(|e| bad(format!("feed.url: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// What was set, for logs and reports: secrets as "(set)".
+    pub fn summary(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        if let Some(h) = &self.hostname {
+            m.insert("hostname".into(), h.clone());
+        }
+        if let Some(r) = &self.k3s.role {
+            m.insert("k3s.role".into(), r.clone());
+        }
+        if let Some(u) = &self.k3s.server_url {
+            m.insert("k3s.server_url".into(), u.clone());
+        }
+        if self.k3s.token.is_some() {
+            m.insert("k3s.token".into(), "(set)".into());
+        }
+        if !self.k3s.labels.is_empty() {
+            m.insert("k3s.labels".into(), self.k3s.labels.join(","));
+        }
+        if !self.k3s.taints.is_empty() {
+            m.insert("k3s.taints".into(), self.k3s.taints.join(","));
+        }
+        if !self.ssh_authorized_keys.is_empty() {
+            m.insert(
+                "ssh_authorized_keys".into(),
+                format!("{} key(s)", self.ssh_authorized_keys.len()),
+            );
+        }
+        if let Some(f) = &self.feed {
+            m.insert("feed".into(), format!("{} ({})", f.url, f.channel));
+        }
+        if let Some(w) = &self.wifi {
+            m.insert("wifi".into(), format!("{} (psk set)", w.ssid));
+        }
+        if self.identity.is_some() {
+            m.insert("identity".into(), "(set)".into());
+        }
+        if !self.ntp.is_empty() {
+            m.insert("ntp".into(), self.ntp.join(","));
+        }
+        m
+    }
+}
+
+/// The device identity as PEM (certificate, key).
+fn identity_pem(cfg: &NodeConfig) -> Result<Option<(String, String)>, Error> {
+    let Some(id) = &cfg.identity else {
+        return Ok(None);
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| Error::io("read identity", p, e));
+    match (&id.cert, &id.key, id.generate) {
+        (Some(c), Some(k), false) => Ok(Some((read(c)?, read(k)?))),
+        (None, None, true) => {
+            let cn = cfg
+                .hostname
+                .clone()
+                .unwrap_or_else(|| "ferry-device".into());
+            let mut params = rcgen::CertificateParams::new(vec![cn.clone()])
+                .map_err(|e| bad(format!("identity: {e}")))?;
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let key = rcgen::KeyPair::generate().map_err(|e| bad(format!("identity key: {e}")))?;
+            let cert = params
+                .self_signed(&key)
+                .map_err(|e| bad(format!("identity certificate: {e}")))?;
+            Ok(Some((cert.pem(), key.serialize_pem())))
+        }
+        _ => Err(bad("identity: give cert and key, or generate = true")),
+    }
+}
+
+/// Write the provisioning files into the data partition of `disk` (an
+/// image file or a card). Re-running replaces them (idempotent).
+pub fn provision(
+    disk_path: &Path,
+    data_part: &str,
+    cfg: &NodeConfig,
+) -> Result<BTreeMap<String, String>, Error> {
+    cfg.validate()?;
+    let disk = Disk::open(disk_path, true)?;
+    let p = disk.partition(data_part)?.clone();
+    let work = tempfile_dir()?;
+    let result = (|| {
+        let stage = work.join("stage");
+        std::fs::create_dir_all(&stage).map_err(|e| Error::io("create", &stage, e))?;
+        let mut files: Vec<(String, PathBuf, u32)> = Vec::new();
+        let mut add = |name: &str, body: &[u8], mode: u32| -> Result<(), Error> {
+            let f = stage.join(name.replace('/', "_"));
+            std::fs::write(&f, body).map_err(|e| Error::io("write", &f, e))?;
+            files.push((name.to_string(), f, mode));
+            Ok(())
+        };
+        let toml = toml_string(cfg)?;
+        add("provision/node.toml", toml.as_bytes(), 0o600)?;
+        if !cfg.ssh_authorized_keys.is_empty() {
+            add(
+                "provision/authorized_keys",
+                (cfg.ssh_authorized_keys.join("\n") + "\n").as_bytes(),
+                0o600,
+            )?;
+        }
+        if let Some((c, k)) = identity_pem(cfg)? {
+            add("provision/identity/client.crt", c.as_bytes(), 0o644)?;
+            add("provision/identity/client.key", k.as_bytes(), 0o600)?;
+        }
+        // the partition, out and back: debugfs works on a file
+        let img = work.join("data.img");
+        copy_out(&disk, p.offset(), p.len(), &img)?;
+        let mut script =
+            String::from("mkdir provision\nmkdir provision/identity\nsif provision mode 040700\n");
+        for (name, src, mode) in &files {
+            script.push_str(&format!("rm {name}\nwrite {} {name}\nsif {name} mode 0100{mode:o}\nsif {name} uid 0\nsif {name} gid 0\n", src.display()));
+        }
+        let cmd = work.join("cmds");
+        std::fs::write(&cmd, script).map_err(|e| Error::io("write", &cmd, e))?;
+        let out = Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&cmd)
+            .arg(&img)
+            .output()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    Error::Usage("debugfs not found: install e2fsprogs".into())
+                }
+                _ => Error::io("run debugfs", "debugfs", e),
+            })?;
+        if !out.status.success() {
+            return Err(Error::Usage(format!(
+                "debugfs failed on partition {data_part}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // check what landed, byte for byte
+        for (name, src, _) in &files {
+            let got = Command::new("debugfs")
+                .arg("-R")
+                .arg(format!("cat {name}"))
+                .arg(&img)
+                .output()
+                .map_err(|e| Error::io("run debugfs", "debugfs", e))?;
+            let want = std::fs::read(src).map_err(|e| Error::io("read", src, e))?;
+            if got.stdout != want {
+                return Err(Error::Usage(format!(
+                    "partition {data_part} is not an ext4 filesystem ferry can write {name} to"
+                )));
+            }
+        }
+        copy_in(&disk, p.offset(), &img)?;
+        disk.sync()?;
+        Ok(cfg.summary())
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn toml_string(cfg: &NodeConfig) -> Result<String, Error> {
+    let mut c = cfg.clone();
+    // identity source paths are host paths: the device gets the files
+    c.identity = None;
+    let body = toml_ser(&c)?;
+    Ok(format!(
+        "# written by ferry provision; read by the OS on first boot\n{body}"
+    ))
+}
+
+fn toml_ser(c: &NodeConfig) -> Result<String, Error> {
+    // toml is built with only the parser: serialise through JSON-ish TOML by hand
+    let v = serde_json::to_value(c).map_err(|e| bad(e.to_string()))?;
+    let mut out = String::new();
+    let mut tables = String::new();
+    if let serde_json::Value::Object(m) = v {
+        for (k, val) in m {
+            match val {
+                serde_json::Value::Object(t) => {
+                    tables.push_str(&format!("\n[{k}]\n"));
+                    for (tk, tv) in t {
+                        tables.push_str(&format!("{tk} = {}\n", toml_value(&tv)));
+                    }
+                }
+                other => out.push_str(&format!("{k} = {}\n", toml_value(&other))),
+            }
+        }
+    }
+    Ok(out + &tables)
+}
+
+fn toml_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
+        serde_json::Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(toml_value).collect::<Vec<_>>().join(", ")
+        ),
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => "\"\"".into(),
+    }
+}
+
+fn tempfile_dir() -> Result<PathBuf, Error> {
+    let mut r = [0u8; 8];
+    let _ = getrandom::getrandom(&mut r);
+    let d = std::env::temp_dir().join(format!(
+        "ferry-provision-{}",
+        crate::bundle::format::hex(&r)
+    ));
+    std::fs::create_dir(&d).map_err(|e| Error::io("create", &d, e))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
+    Ok(d)
+}
+
+const BLK: usize = 1 << 20;
+
+fn copy_out(disk: &Disk, off: u64, len: u64, to: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileExt as _;
+    let f = std::fs::File::create(to).map_err(|e| Error::io("create", to, e))?;
+    f.set_len(len).map_err(|e| Error::io("size", to, e))?;
+    let mut buf = vec![0u8; BLK];
+    let mut pos = 0;
+    while pos < len {
+        let n = ((len - pos) as usize).min(BLK);
+        disk.read_at(&mut buf[..n], off + pos)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            f.write_all_at(&buf[..n], pos)
+                .map_err(|e| Error::io("write", to, e))?;
+        }
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Write back only the blocks that changed.
+fn copy_in(disk: &Disk, off: u64, from: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileExt as _;
+    let f = std::fs::File::open(from).map_err(|e| Error::io("open", from, e))?;
+    let len = f.metadata().map_err(|e| Error::io("stat", from, e))?.len();
+    let (mut a, mut b) = (vec![0u8; BLK], vec![0u8; BLK]);
+    let mut pos = 0;
+    while pos < len {
+        let n = ((len - pos) as usize).min(BLK);
+        f.read_exact_at(&mut a[..n], pos)
+            .map_err(|e| Error::io("read", from, e))?;
+        disk.read_at(&mut b[..n], off + pos)?;
+        if a[..n] != b[..n] {
+            disk.write_at(&a[..n], off + pos)?;
+        }
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// One CSV row's outcome in a batch report (no secrets).
+#[derive(Debug, Clone, Serialize)]
+pub struct RowReport {
+    pub row: usize,
+    pub hostname: String,
+    pub image: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub settings: BTreeMap<String, String>,
+}
+
+/// Split one CSV line (double quotes may wrap a field; "" is a quote).
+pub fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut q = false;
+    let mut it = line.chars().peekable();
+    while let Some(c) = it.next() {
+        match (c, q) {
+            ('"', true) if it.peek() == Some(&'"') => {
+                cur.push('"');
+                it.next();
+            }
+            ('"', _) => q = !q,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter().map(|s| s.trim().to_string()).collect()
+}
+
+/// Apply one row (column name -> value) on top of the template.
+pub fn apply_row(
+    template: &NodeConfig,
+    row: &BTreeMap<String, String>,
+) -> Result<NodeConfig, Error> {
+    let mut c = template.clone();
+    let list = |v: &str| {
+        v.split(';')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    for (k, v) in row.iter().filter(|(_, v)| !v.is_empty()) {
+        match k.as_str() {
+            "hostname" => c.hostname = Some(v.clone()),
+            "role" => c.k3s.role = Some(v.clone()),
+            "server_url" => c.k3s.server_url = Some(v.clone()),
+            "token" => c.k3s.token = Some(v.clone()),
+            "labels" => c.k3s.labels.extend(list(v)),
+            "taints" => c.k3s.taints.extend(list(v)),
+            "extra_args" => c.k3s.extra_args.extend(list(v)),
+            "ssh_key" => c.ssh_authorized_keys.push(v.clone()),
+            "wifi_ssid" => c.wifi.get_or_insert_with(Wifi::default).ssid = v.clone(),
+            "wifi_psk" => c.wifi.get_or_insert_with(Wifi::default).psk = v.clone(),
+            "feed_url" => c.feed.get_or_insert_with(Feed::default).url = v.clone(),
+            "feed_channel" => c.feed.get_or_insert_with(Feed::default).channel = v.clone(),
+            "ntp" => c.ntp = list(v),
+            other => return Err(bad(format!("unknown column {other:?}"))),
+        }
+    }
+    if c.hostname.is_none() {
+        return Err(bad("row has no hostname"));
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// One personalised image per CSV row, under `out`. Rows whose inputs are
+/// unchanged since the last run are skipped; a bad row is reported and the
+/// others go on.
+pub fn batch(
+    csv: &str,
+    template: &NodeConfig,
+    base: &Path,
+    data_part: &str,
+    out: &Path,
+) -> Result<Vec<RowReport>, Error> {
+    use sha2::{Digest as _, Sha256};
+    std::fs::create_dir_all(out).map_err(|e| Error::io("create", out, e))?;
+    let md = std::fs::metadata(base).map_err(|e| Error::io("stat image", base, e))?;
+    let base_id = format!("{}:{}:{:?}", base.display(), md.len(), md.modified().ok());
+    let mut lines = csv
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
+    let header = csv_fields(lines.next().ok_or_else(|| bad("empty CSV"))?);
+    let mut reports = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let fields = csv_fields(line);
+        let row: BTreeMap<String, String> =
+            header.iter().cloned().zip(fields.iter().cloned()).collect();
+        let hostname = row.get("hostname").cloned().unwrap_or_default();
+        let mut rep = RowReport {
+            row: i + 1,
+            hostname: hostname.clone(),
+            image: String::new(),
+            status: "error".into(),
+            error: None,
+            settings: BTreeMap::new(),
+        };
+        let r = (|| -> Result<&'static str, Error> {
+            if fields.len() != header.len() {
+                return Err(bad(format!(
+                    "{} fields, the header has {}",
+                    fields.len(),
+                    header.len()
+                )));
+            }
+            let cfg = apply_row(template, &row)?;
+            rep.settings = cfg.summary();
+            let img = out.join(format!("{hostname}.img"));
+            rep.image = img.display().to_string();
+            let stamp_path = out.join(format!(".{hostname}.stamp"));
+            let mut h = Sha256::new();
+            h.update(base_id.as_bytes());
+            h.update(toml_string(template)?.as_bytes());
+            h.update(line.as_bytes());
+            let stamp = crate::bundle::format::hex(&h.finalize());
+            if img.exists()
+                && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str())
+            {
+                return Ok("unchanged");
+            }
+            let tmp = out.join(format!(".{hostname}.img.tmp"));
+            std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+            let res = super::flash::flash(base, &tmp, false, &mut |_| {})
+                .and_then(|_| provision(&tmp, data_part, &cfg));
+            if let Err(e) = res {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, &img).map_err(|e| Error::io("rename", &img, e))?;
+            std::fs::write(&stamp_path, stamp).map_err(|e| Error::io("write", &stamp_path, e))?;
+            Ok("provisioned")
+        })();
+        match r {
+            Ok(s) => rep.status = s.into(),
+            Err(e) => rep.error = Some(e.to_string()),
+        }
+        reports.push(rep);
+    }
+    let rp = out.join("report.json");
+    std::fs::write(&rp, serde_json::to_vec_pretty(&reports).unwrap_or_default())
+        .map_err(|e| Error::io("write report", &rp, e))?;
+    Ok(reports)
+}

@@ -1,0 +1,279 @@
+//! `ferry flash` and `ferry provision` against files and real loop devices:
+//! sparse copies, zstd images, read-back catching a corrupted write, the
+//! refusals, and personalised images read back with e2fsprogs.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+struct Loop(String);
+impl Loop {
+    fn new(file: &std::path::Path) -> Loop {
+        Loop(sh(&format!("losetup --find --show {}", file.display())))
+    }
+}
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+fn image() -> Device {
+    Device::new()
+}
+
+#[test]
+fn flash_to_file_is_exact_sparse_and_verified() {
+    let dev = image();
+    let img = dev.path("disk.img");
+    let out = dev.path("card.img");
+    std::fs::write(&out, vec![0xAAu8; 4096]).unwrap(); // old contents must not survive
+    let o = ferry(&["-q", "flash", s(&img), s(&out)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("verified by read-back"), "{}", o.stdout);
+    assert_eq!(std::fs::read(&img).unwrap(), std::fs::read(&out).unwrap());
+    use std::os::unix::fs::MetadataExt as _;
+    let md = std::fs::metadata(&out).unwrap();
+    assert!(
+        md.blocks() * 512 < md.len() / 4,
+        "target is not sparse: {} of {}",
+        md.blocks() * 512,
+        md.len()
+    );
+    // zstd-compressed image, streamed
+    sh(&format!(
+        "zstd -q -f {} -o {}.zst",
+        img.display(),
+        img.display()
+    ));
+    let out2 = dev.path("card2.img");
+    std::fs::write(&out2, b"").unwrap();
+    let o = ferry(&["-q", "flash", &format!("{}.zst", img.display()), s(&out2)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(std::fs::read(&img).unwrap(), std::fs::read(&out2).unwrap());
+}
+
+#[test]
+fn flash_to_loop_device_and_catch_a_corrupted_write() {
+    let dev = image();
+    let img = dev.path("disk.img");
+    let len = std::fs::metadata(&img).unwrap().len();
+    let backing = dev.path("card.bin");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(len + (8 << 20))
+        .unwrap();
+    let lo = Loop::new(&backing);
+    let o = ferry(&["-q", "flash", "--yes", s(&img), &lo.0]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let card = std::fs::read(&lo.0).unwrap();
+    assert_eq!(
+        &card[..len as usize],
+        &std::fs::read(&img).unwrap()[..],
+        "loop device content differs"
+    );
+    // the card keeps other bits than were written: read-back says so
+    let o = ferry_env(
+        &["-q", "flash", "--yes", s(&img), &lo.0],
+        &[("FERRY_CORRUPT_WRITE", "3")],
+    );
+    assert_eq!(o.code, 43, "{}", o.stderr);
+    assert!(o.stderr.contains("read-back"), "{}", o.stderr);
+    // without --yes and without a terminal: refused
+    let o = ferry(&["-q", "flash", s(&img), &lo.0]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("without --yes"), "{}", o.stderr);
+}
+
+#[test]
+fn flash_refuses_small_and_mounted_targets() {
+    let dev = image();
+    let img = dev.path("disk.img");
+    let small = dev.path("small.bin");
+    std::fs::File::create(&small)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let lo = Loop::new(&small);
+    let o = ferry(&["-q", "flash", "--yes", s(&img), &lo.0]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("the image needs"), "{}", o.stderr);
+    drop(lo);
+    // mounted
+    let fsimg = dev.path("fs.bin");
+    std::fs::File::create(&fsimg)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let lo = Loop::new(&fsimg);
+    sh(&format!("mkfs.ext4 -q {}", lo.0));
+    let mnt = dev.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(&format!("mount {} {}", lo.0, mnt.display()));
+    let o = ferry(&["-q", "flash", "--yes", s(&img), &lo.0]);
+    sh(&format!("umount {}", mnt.display()));
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("is mounted at"), "{}", o.stderr);
+    // the host's boot disk: detected from mountinfo ("/" on the device)
+    use std::os::unix::fs::MetadataExt as _;
+    let rdev = std::fs::metadata(&lo.0).unwrap().rdev();
+    let (maj, min) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let info = format!(
+        "22 1 {maj}:{min} / / rw,relatime shared:1 - ext4 {} rw\n",
+        lo.0
+    );
+    let m = ferry::io::flash::mounts_on(maj, min, &info);
+    assert_eq!(m, vec![("/".to_string(), true)]);
+    let t = ferry::io::flash::inspect_target(std::path::Path::new(&lo.0)).unwrap();
+    assert!(t.block && t.size == Some(1 << 30));
+}
+
+fn debugfs(
+    img: &std::path::Path,
+    part_off: u64,
+    part_len: u64,
+    cmd: &str,
+    work: &std::path::Path,
+) -> String {
+    let p = work.join("part.bin");
+    sh(&format!(
+        "dd if={} of={} bs=1M skip={} count={} iflag=skip_bytes,count_bytes status=none",
+        img.display(),
+        p.display(),
+        part_off,
+        part_len
+    ));
+    let o = Command::new("debugfs")
+        .arg("-R")
+        .arg(cmd)
+        .arg(&p)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[test]
+fn provision_one_image_then_a_batch() {
+    let dev = image();
+    let img = dev.path("disk.img");
+    let node = dev.path("node.toml");
+    std::fs::write(
+        &node,
+        "hostname = \"edge-01\"\nssh_authorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ test@ferry\"]\nntp = [\"pool.ntp.org\"]\n[k3s]\nrole = \"agent\"\nserver_url = \"https://10.0.0.1:6443\"\ntoken = \"SECRET-TOKEN-123\"\nlabels = [\"zone=a\"]\ntaints = [\"edge=true:NoSchedule\"]\n[wifi]\nssid = \"factory\"\npsk = \"SECRET-PSK-456\"\n[identity]\ngenerate = true\n",
+    )
+    .unwrap();
+    let o = ferry(&["provision", "--image", s(&img), "--config", s(&node)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        !o.stdout.contains("SECRET") && !o.stderr.contains("SECRET"),
+        "secret in output: {}",
+        o.stdout
+    );
+    let disk = ferry::io::disk::Disk::open(&img, false).unwrap();
+    let p = disk.partition("data").unwrap().clone();
+    let w = tempfile::tempdir().unwrap();
+    let toml = debugfs(
+        &img,
+        p.offset(),
+        p.len(),
+        "cat provision/node.toml",
+        w.path(),
+    );
+    let parsed: ferry::io::provision::NodeConfig = toml::from_str(&toml).unwrap();
+    assert_eq!(parsed.hostname.as_deref(), Some("edge-01"));
+    assert_eq!(parsed.k3s.token.as_deref(), Some("SECRET-TOKEN-123"));
+    let stat = debugfs(
+        &img,
+        p.offset(),
+        p.len(),
+        "stat provision/node.toml",
+        w.path(),
+    );
+    assert!(stat.contains("Mode:  0600"), "{stat}");
+    let key = debugfs(
+        &img,
+        p.offset(),
+        p.len(),
+        "stat provision/identity/client.key",
+        w.path(),
+    );
+    assert!(key.contains("Mode:  0600"), "{key}");
+    assert!(debugfs(
+        &img,
+        p.offset(),
+        p.len(),
+        "cat provision/identity/client.crt",
+        w.path()
+    )
+    .contains("BEGIN CERTIFICATE"));
+    // the device record from image build is still there
+    assert!(
+        debugfs(&img, p.offset(), p.len(), "cat ferry/state.json", w.path())
+            .contains("\"format\": 1")
+    );
+    // again: idempotent
+    assert_eq!(
+        ferry(&["provision", "--image", s(&img), "--config", s(&node)]).code,
+        0
+    );
+
+    // batch: two good rows, one bad; a rerun changes nothing
+    let csv = dev.path("devices.csv");
+    std::fs::write(&csv, "hostname,role,server_url,token,labels\nnode-a,agent,https://10.0.0.1:6443,TOKEN-A-SECRET,zone=a;rack=1\nbad_name!,agent,https://10.0.0.1:6443,T,\nnode-b,server,,,zone=b\n").unwrap();
+    std::fs::write(
+        dev.path("tmpl.toml"),
+        "ntp = [\"time.example\"]\n[k3s]\nextra_args = [\"--disable=traefik\"]\n",
+    )
+    .unwrap();
+    let out = dev.path("factory");
+    let o = ferry(&[
+        "provision",
+        "--image",
+        s(&img),
+        "--batch",
+        s(&csv),
+        "--template",
+        s(&dev.path("tmpl.toml")),
+        "--out",
+        s(&out),
+    ]);
+    assert_ne!(o.code, 0, "a bad row must fail the run: {}", o.stdout);
+    assert!(o.stdout.contains("2 ok, 1 failed"), "{}", o.stdout);
+    let report = std::fs::read_to_string(out.join("report.json")).unwrap();
+    assert!(!report.contains("TOKEN-A-SECRET"), "secret in report");
+    assert!(report.contains("not a valid host name"), "{report}");
+    for h in ["node-a", "node-b"] {
+        let i = out.join(format!("{h}.img"));
+        let t = debugfs(&i, p.offset(), p.len(), "cat provision/node.toml", w.path());
+        assert!(
+            t.contains(&format!("hostname = \"{h}\"")) && t.contains("--disable=traefik"),
+            "{t}"
+        );
+    }
+    let o = ferry(&[
+        "provision",
+        "--image",
+        s(&img),
+        "--batch",
+        s(&csv),
+        "--template",
+        s(&dev.path("tmpl.toml")),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(o.stdout.matches("unchanged").count(), 2, "{}", o.stdout);
+}

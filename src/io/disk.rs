@@ -76,8 +76,12 @@ impl Disk {
 
     pub fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Error> {
         super::fault::point("disk write");
+        if let Some(e) = super::fault::eio() {
+            return Err(Error::io("write", &self.path, e));
+        }
+        let bad = super::fault::corrupt(buf);
         self.file
-            .write_all_at(buf, off)
+            .write_all_at(bad.as_deref().unwrap_or(buf), off)
             .map_err(|e| Error::io("write", &self.path, e))
     }
 

@@ -47,3 +47,17 @@ pub fn corrupt(buf: &[u8]) -> Option<Vec<u8>> {
     v[i] ^= 0x04;
     Some(v)
 }
+
+/// With `FERRY_EIO_AT=N`, the N-th disk write fails with EIO, as a dying
+/// card does. The install must fail with a clear error and the old slot boot.
+pub fn eio() -> Option<std::io::Error> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    static L: OnceLock<Option<u64>> = OnceLock::new();
+    let l = (*L.get_or_init(|| {
+        std::env::var("FERRY_EIO_AT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    }))?;
+    let n = N.fetch_add(1, Ordering::SeqCst) + 1;
+    (n >= l).then(|| std::io::Error::from_raw_os_error(5))
+}

@@ -1,0 +1,125 @@
+//! Storage faults during an install: a real ENOSPC from a small loop-mounted
+//! filesystem, EIO from the device, and a device that stores other bits than
+//! it was given (read-back mismatch). Each is a clear error, the old slot's
+//! bytes and boot entry are untouched, and the new slot is not bootable.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn sh(cmd: &str) {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn assert_old_slot_safe(dev: &Device, a_before: &str) {
+    assert_eq!(
+        dev.partition_digest("rootfs_a"),
+        a_before,
+        "active slot touched"
+    );
+    let st = dev.status();
+    assert_eq!(st["boot"]["order"], serde_json::json!(["a"]), "{st}");
+    assert_eq!(st["boot"]["next"], "a");
+    assert_eq!(st["last"]["result"], "install-failed", "{st}");
+    assert_eq!(st["slots"]["b"]["status"], "bad");
+    assert!(dev.fw_printenv().lines().any(|l| l == "BOOT_ORDER=A"));
+}
+
+#[test]
+fn disk_full_is_enospc_and_safe() {
+    let dev = Device::new();
+    let b = dev.bundle("1.1.0", 2, "v2.ferry", &[]);
+    // move the disk image onto a small filesystem with ~1 MiB left
+    let fs = dev.path("small.fs");
+    std::fs::File::create(&fs)
+        .unwrap()
+        .set_len(48 << 20)
+        .unwrap();
+    sh(&format!("mkfs.ext4 -q -m 0 {}", fs.display()));
+    let mnt = dev.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(&format!("mount -o loop {} {}", fs.display(), mnt.display()));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(mnt.clone());
+    sh(&format!(
+        "cp --sparse=always {} {}/disk.img",
+        dev.path("disk.img").display(),
+        mnt.display()
+    ));
+    // reserve 1 MiB, fill the rest, then free the reserve: ~1 MiB stays free
+    sh(&format!("dd if=/dev/zero of={m}/pad bs=1M count=1 status=none && (dd if=/dev/zero of={m}/filler bs=64k status=none 2>/dev/null || true) && rm {m}/pad", m = mnt.display()));
+    let cfg = std::fs::read_to_string(&dev.config).unwrap().replace(
+        &format!(
+            "{}/disk.img",
+            dev.path("").display().to_string().trim_end_matches('/')
+        ),
+        &format!("{}/disk.img", mnt.display()),
+    );
+    std::fs::write(&dev.config, cfg).unwrap();
+    std::fs::copy(format!("{}/disk.img", mnt.display()), dev.path("disk.img")).ok();
+    let a = {
+        let d = ferry::io::disk::Disk::open(&mnt.join("disk.img"), false).unwrap();
+        let p = d.partition("rootfs_a").unwrap().clone();
+        ferry::io::install::read_back(&d, p.offset(), p.len())
+            .unwrap()
+            .to_string()
+    };
+    let o = dev.run(&["install", "--no-reboot", s(&b)]);
+    assert_eq!(o.code, 41, "{}", o.stderr);
+    assert!(o.stderr.contains("no space left on device"), "{}", o.stderr);
+    // check against the image on the full filesystem
+    std::fs::copy(mnt.join("disk.img"), dev.path("disk.img")).ok();
+    let d = ferry::io::disk::Disk::open(&mnt.join("disk.img"), false).unwrap();
+    let p = d.partition("rootfs_a").unwrap().clone();
+    assert_eq!(
+        ferry::io::install::read_back(&d, p.offset(), p.len())
+            .unwrap()
+            .to_string(),
+        a,
+        "active slot touched"
+    );
+    let st = dev.status();
+    assert_eq!(st["boot"]["order"], serde_json::json!(["a"]), "{st}");
+    assert_eq!(st["last"]["result"], "install-failed");
+}
+
+#[test]
+fn eio_from_the_device_is_clear_and_safe() {
+    let dev = Device::new();
+    let a = dev.partition_digest("rootfs_a");
+    let b = dev.bundle("1.1.0", 3, "v2.ferry", &[]);
+    let o = dev.run_env(&["install", "--no-reboot", s(&b)], &[("FERRY_EIO_AT", "4")]);
+    assert_eq!(o.code, 42, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("I/O error from the device"),
+        "{}",
+        o.stderr
+    );
+    assert_old_slot_safe(&dev, &a);
+    // the card recovers: a retry succeeds
+    assert_eq!(dev.run(&["install", "--no-reboot", s(&b)]).code, 0);
+}
+
+#[test]
+fn read_back_mismatch_is_caught_and_safe() {
+    let dev = Device::new();
+    let a = dev.partition_digest("rootfs_a");
+    let b = dev.bundle("1.1.0", 4, "v2.ferry", &[]);
+    let o = dev.run_env(
+        &["install", "--no-reboot", s(&b)],
+        &[("FERRY_CORRUPT_WRITE", "3")],
+    );
+    assert_eq!(o.code, 43, "{}", o.stderr);
+    assert!(o.stderr.contains("read-back"), "{}", o.stderr);
+    assert_old_slot_safe(&dev, &a);
+}

@@ -25,6 +25,7 @@ pub mod error;
 pub mod feed;
 pub mod health;
 pub mod io;
+pub mod kube;
 pub mod net;
 pub mod update;
 

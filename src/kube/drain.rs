@@ -1,0 +1,303 @@
+//! Taking a node out of service and back: cordon, drain through the
+//! Eviction API (so PodDisruptionBudgets are honoured), uncordon, node
+//! annotations, Events and the Ready check. Every wait is bounded by the
+//! drain timeout: a budget that never allows an eviction ends in an error
+//! naming the blocked pods, never in waiting forever. Pod classification
+//! and readiness are pure functions of the API objects.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+
+use super::client::{refused, Kube};
+use super::lock::{micro_time, since_epoch};
+use super::pause;
+use crate::error::Error;
+
+/// Node annotation: what ferry is doing (`draining`, `rebooting`, `committed`, ...).
+pub const STATUS: &str = "ferry.k3os.io/status";
+/// Node annotation: the version the node runs after its last update.
+pub const VERSION: &str = "ferry.k3os.io/version";
+/// Node annotation: ferry cordoned this node and will uncordon it.
+pub const CORDONED: &str = "ferry.k3os.io/cordoned";
+
+/// What a drain does with one pod on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodAction {
+    Evict,
+    /// Already being deleted: only wait for it.
+    Await,
+    SkipDaemonSet,
+    SkipMirror,
+    SkipFinished,
+}
+
+pub fn classify(pod: &Value) -> PodAction {
+    let meta = &pod["metadata"];
+    if meta["annotations"]
+        .get("kubernetes.io/config.mirror")
+        .is_some()
+    {
+        return PodAction::SkipMirror;
+    }
+    let owners = meta["ownerReferences"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if owners.iter().any(|o| o["kind"] == "DaemonSet") {
+        return PodAction::SkipDaemonSet;
+    }
+    if matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    ) {
+        return PodAction::SkipFinished;
+    }
+    if meta.get("deletionTimestamp").is_some_and(|t| !t.is_null()) {
+        return PodAction::Await;
+    }
+    PodAction::Evict
+}
+
+/// The node's `Ready` condition is `True`.
+pub fn is_ready(node: &Value) -> bool {
+    let conds = node["status"]["conditions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    conds
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+#[derive(Debug, Clone)]
+struct PodRef {
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+impl PodRef {
+    fn of(pod: &Value) -> PodRef {
+        let m = &pod["metadata"];
+        let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+        PodRef {
+            namespace: s("namespace"),
+            name: s("name"),
+            uid: s("uid"),
+        }
+    }
+    fn path(&self) -> String {
+        format!("/api/v1/namespaces/{}/pods/{}", self.namespace, self.name)
+    }
+}
+
+fn names(pods: &[PodRef]) -> String {
+    pods.iter()
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn node_path(node: &str) -> String {
+    format!("/api/v1/nodes/{node}")
+}
+
+#[derive(Debug, Clone)]
+pub struct DrainOptions {
+    /// The whole drain (evictions and waiting for pods to go) ends by then.
+    pub timeout: Duration,
+    /// First retry delay; doubles up to 8x.
+    pub poll: Duration,
+}
+
+pub async fn node_ready(kube: &Kube, node: &str) -> Result<bool, Error> {
+    Ok(is_ready(&kube.get(&node_path(node)).await?))
+}
+
+/// Mark the node unschedulable. A node someone else already cordoned is left
+/// alone (and will not be uncordoned by ferry); returns whether ferry cordoned it.
+pub async fn cordon(kube: &Kube, node: &str) -> Result<bool, Error> {
+    let n = kube.get(&node_path(node)).await?;
+    let ours = n["metadata"]["annotations"].get(CORDONED).is_some();
+    if n["spec"]["unschedulable"] == true && !ours {
+        tracing::info!(node, "node was already cordoned by someone else");
+        return Ok(false);
+    }
+    let patch =
+        json!({"metadata": {"annotations": {CORDONED: "true"}}, "spec": {"unschedulable": true}});
+    kube.patch(&node_path(node), &patch).await?;
+    tracing::info!(node, "node cordoned");
+    Ok(true)
+}
+
+/// Make the node schedulable again if ferry cordoned it.
+pub async fn uncordon(kube: &Kube, node: &str) -> Result<(), Error> {
+    let n = kube.get(&node_path(node)).await?;
+    if n["metadata"]["annotations"].get(CORDONED).is_none() {
+        return Ok(());
+    }
+    let patch =
+        json!({"metadata": {"annotations": {CORDONED: null}}, "spec": {"unschedulable": false}});
+    kube.patch(&node_path(node), &patch).await?;
+    tracing::info!(node, "node uncordoned");
+    Ok(())
+}
+
+pub async fn annotate(
+    kube: &Kube,
+    node: &str,
+    status: &str,
+    version: Option<&str>,
+) -> Result<(), Error> {
+    let mut ann = json!({STATUS: status});
+    if let Some(v) = version {
+        ann[VERSION] = json!(v);
+    }
+    kube.patch(&node_path(node), &json!({"metadata": {"annotations": ann}}))
+        .await?;
+    Ok(())
+}
+
+/// Post an Event about the node (best effort: failures are logged, not returned).
+pub async fn event(kube: &Kube, node: &str, reason: &str, message: &str, warning: bool) {
+    let now = since_epoch(SystemTime::now());
+    let t = micro_time(now);
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": format!("{node}.ferry.{:x}", now.as_nanos()), "namespace": "default"},
+        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node},
+        "reason": reason,
+        "message": message,
+        "type": if warning { "Warning" } else { "Normal" },
+        "source": {"component": "ferry", "host": node},
+        "firstTimestamp": t,
+        "lastTimestamp": t,
+        "count": 1
+    });
+    if let Err(e) = kube.post("/api/v1/namespaces/default/events", &body).await {
+        tracing::warn!(node, reason, error = %e, "could not post event");
+    }
+}
+
+/// Evict every pod on `node` except DaemonSet, mirror and finished pods, then
+/// wait until they are gone. 429 (a PodDisruptionBudget) is retried with
+/// back-off; past `opts.timeout` the error names the pods still blocked.
+pub async fn drain(kube: &Kube, node: &str, opts: &DrainOptions) -> Result<(), Error> {
+    let deadline = Instant::now() + opts.timeout;
+    let list = kube
+        .get(&format!(
+            "/api/v1/pods?fieldSelector=spec.nodeName%3D{node}"
+        ))
+        .await?;
+    let items = list["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut pending = Vec::new();
+    let mut evicted = Vec::new();
+    for pod in items {
+        match classify(pod) {
+            PodAction::Evict => pending.push(PodRef::of(pod)),
+            PodAction::Await => evicted.push(PodRef::of(pod)),
+            skip => tracing::debug!(pod = %PodRef::of(pod).name, action = ?skip, "not evicted"),
+        }
+    }
+    tracing::info!(node, evict = pending.len(), "draining node");
+    let mut delay = opts.poll;
+    let mut last_refusal = String::new();
+    loop {
+        let mut blocked = Vec::new();
+        for pod in pending {
+            let p = format!("{}/eviction", pod.path());
+            let body = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod.name, "namespace": pod.namespace}});
+            let r = kube.call("POST", &p, Some(&body)).await?;
+            match r.status {
+                404 => {}
+                429 => {
+                    last_refusal = r.message().to_string();
+                    blocked.push(pod);
+                }
+                _ if r.ok() => evicted.push(pod),
+                _ => return Err(refused("POST", &p, &r)),
+            }
+        }
+        pending = blocked;
+        if pending.is_empty() {
+            break;
+        }
+        if !pause(delay, deadline).await {
+            return Err(Error::Cluster(format!(
+                "drain of node {node} timed out after {:?}: eviction of {} refused by a PodDisruptionBudget ({last_refusal})",
+                opts.timeout,
+                names(&pending)
+            )));
+        }
+        delay = (delay * 2).min(opts.poll * 8);
+    }
+    let mut delay = opts.poll;
+    loop {
+        let mut left = Vec::new();
+        for pod in evicted {
+            let r = kube.call("GET", &pod.path(), None).await?;
+            match r.status {
+                404 => {}
+                // Same name, new pod (a StatefulSet recreated it elsewhere): ours is gone.
+                _ if r.ok() && r.body["metadata"]["uid"].as_str() != Some(pod.uid.as_str()) => {}
+                _ if r.ok() => left.push(pod),
+                _ => return Err(refused("GET", &pod.path(), &r)),
+            }
+        }
+        evicted = left;
+        if evicted.is_empty() {
+            tracing::info!(node, "node drained");
+            return Ok(());
+        }
+        if !pause(delay, deadline).await {
+            return Err(Error::Cluster(format!(
+                "drain of node {node} timed out after {:?}: pods still terminating: {}",
+                opts.timeout,
+                names(&evicted)
+            )));
+        }
+        delay = (delay * 2).min(opts.poll * 8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_pods_a_drain_evicts() {
+        let ds = json!({"metadata": {"ownerReferences": [{"kind": "DaemonSet", "name": "svclb"}]}, "status": {"phase": "Running"}});
+        let rs = json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "name": "web"}]}, "status": {"phase": "Running"}});
+        let mirror = json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "abc"}}, "status": {"phase": "Running"}});
+        let done = json!({"metadata": {"ownerReferences": [{"kind": "Job"}]}, "status": {"phase": "Succeeded"}});
+        let failed = json!({"metadata": {}, "status": {"phase": "Failed"}});
+        let going = json!({"metadata": {"deletionTimestamp": "2024-05-01T10:00:00Z"}, "status": {"phase": "Running"}});
+        let bare = json!({"metadata": {"name": "x"}});
+        let table = [
+            (ds, PodAction::SkipDaemonSet),
+            (rs, PodAction::Evict),
+            (mirror, PodAction::SkipMirror),
+            (done, PodAction::SkipFinished),
+            (failed, PodAction::SkipFinished),
+            (going, PodAction::Await),
+            (bare, PodAction::Evict),
+        ];
+        for (i, (pod, want)) in table.into_iter().enumerate() {
+            assert_eq!(classify(&pod), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn readiness_is_the_ready_condition() {
+        let node = |s: &str| json!({"status": {"conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": s}]}});
+        assert!(is_ready(&node("True")));
+        assert!(!is_ready(&node("False")));
+        assert!(!is_ready(&node("Unknown")));
+        assert!(!is_ready(&json!({})));
+    }
+}

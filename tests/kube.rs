@@ -1,0 +1,734 @@
+//! Cluster-aware reboots against a fake Kubernetes API server in this file:
+//! HTTPS with a test CA (rcgen), client-certificate auth from a k3s.yaml or a
+//! bearer token, nodes with merge-patch, pods with PodDisruptionBudget
+//! refusals (429) and lingering termination, evictions, Leases with
+//! resourceVersion and 409 conflicts, events.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry::kube::{after_boot, coordinate_reboot, kubeconfig, BootOutcome, Kube, RebootOptions};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------- fake API server
+
+struct Pod {
+    obj: Value,
+    /// Evictions still answered with 429 (u32::MAX: a budget that never allows it).
+    refuse: u32,
+    /// GETs still answered with the terminating pod after its eviction.
+    linger: u32,
+    evicted: bool,
+}
+
+#[derive(Default)]
+struct State {
+    nodes: BTreeMap<String, Value>,
+    pods: Vec<Pod>,
+    leases: BTreeMap<String, Value>,
+    rv: u64,
+    events: Vec<Value>,
+    evictions: Vec<String>,
+    token: String,
+}
+
+fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "message": message, "code": code}),
+    )
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().expect("made an object above");
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+impl State {
+    fn route(&mut self, method: &str, path: &str, query: &str, body: Value) -> (u16, Value) {
+        let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (method, seg.as_slice()) {
+            ("GET", ["api", "v1", "nodes", n]) => match self.nodes.get(*n) {
+                Some(node) => (200, node.clone()),
+                None => status(404, "NotFound", &format!("nodes \"{n}\" not found")),
+            },
+            ("PATCH", ["api", "v1", "nodes", n]) => match self.nodes.get_mut(*n) {
+                Some(node) => {
+                    merge(node, &body);
+                    (200, node.clone())
+                }
+                None => status(404, "NotFound", &format!("nodes \"{n}\" not found")),
+            },
+            ("GET", ["api", "v1", "pods"]) => {
+                let node = query
+                    .strip_prefix("fieldSelector=spec.nodeName%3D")
+                    .unwrap_or("?");
+                let items: Vec<Value> = self
+                    .pods
+                    .iter()
+                    .filter(|p| p.obj["spec"]["nodeName"] == node && !(p.evicted && p.linger == 0))
+                    .map(|p| p.obj.clone())
+                    .collect();
+                (200, json!({"kind": "PodList", "items": items}))
+            }
+            ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => match self.pod(ns, name) {
+                Some(p) if p.evicted && p.linger > 0 => {
+                    p.linger -= 1;
+                    let mut o = p.obj.clone();
+                    o["metadata"]["deletionTimestamp"] = json!("2024-05-01T10:00:00Z");
+                    (200, o)
+                }
+                Some(p) if !p.evicted => (200, p.obj.clone()),
+                _ => status(404, "NotFound", &format!("pods \"{name}\" not found")),
+            },
+            ("POST", ["api", "v1", "namespaces", ns, "pods", name, "eviction"]) => {
+                assert_eq!(body["apiVersion"], "policy/v1");
+                let id = format!("{ns}/{name}");
+                match self.pod(ns, name) {
+                    Some(p) if p.evicted => status(404, "NotFound", "gone"),
+                    Some(p) if p.refuse > 0 => {
+                        if p.refuse != u32::MAX {
+                            p.refuse -= 1;
+                        }
+                        status(
+                            429,
+                            "TooManyRequests",
+                            "Cannot evict pod as it would violate the pod's disruption budget.",
+                        )
+                    }
+                    Some(p) => {
+                        p.evicted = true;
+                        self.evictions.push(id);
+                        (201, json!({"kind": "Status", "status": "Success"}))
+                    }
+                    None => status(404, "NotFound", "no such pod"),
+                }
+            }
+            ("POST", ["api", "v1", "namespaces", _, "events"]) => {
+                self.events.push(body.clone());
+                (201, body)
+            }
+            ("POST", ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases"]) => {
+                let key = format!("{ns}/{}", body["metadata"]["name"].as_str().unwrap_or(""));
+                if self.leases.contains_key(&key) {
+                    return status(409, "AlreadyExists", "leases already exists");
+                }
+                self.store_lease(key, body)
+            }
+            ("GET", ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases", name]) => {
+                match self.leases.get(&format!("{ns}/{name}")) {
+                    Some(l) => (200, l.clone()),
+                    None => status(404, "NotFound", "leases not found"),
+                }
+            }
+            ("PUT", ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases", name]) => {
+                let key = format!("{ns}/{name}");
+                let Some(cur) = self.leases.get(&key) else {
+                    return status(404, "NotFound", "leases not found");
+                };
+                if cur["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"] {
+                    return status(409, "Conflict", "the object has been modified; please apply your changes to the latest version");
+                }
+                self.store_lease(key, body)
+            }
+            _ => status(
+                404,
+                "NotFound",
+                &format!("{method} {path}: no route in the fake"),
+            ),
+        }
+    }
+
+    fn store_lease(&mut self, key: String, mut l: Value) -> (u16, Value) {
+        self.rv += 1;
+        l["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.leases.insert(key, l.clone());
+        (200, l)
+    }
+
+    fn pod(&mut self, ns: &str, name: &str) -> Option<&mut Pod> {
+        self.pods
+            .iter_mut()
+            .find(|p| p.obj["metadata"]["namespace"] == ns && p.obj["metadata"]["name"] == name)
+    }
+
+    fn holder(&self, slot: u32) -> Option<String> {
+        let l = self
+            .leases
+            .get(&format!("kube-system/ferry-reboot-{slot}"))?;
+        l["spec"]["holderIdentity"].as_str().map(String::from)
+    }
+}
+
+async fn handle(
+    st: Arc<Mutex<State>>,
+    client_cert: bool,
+    req: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let ctype = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let (code, out) = {
+        let mut s = st.lock().expect("fake state lock");
+        if !client_cert && auth != Some(format!("Bearer {}", s.token)) {
+            status(401, "Unauthorized", "Unauthorized")
+        } else if method == "PATCH" && ctype != "application/merge-patch+json" {
+            status(415, "UnsupportedMediaType", &ctype)
+        } else {
+            s.route(&method, &path, &query, body)
+        }
+    };
+    let resp = hyper::Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(out.to_string())));
+    Ok(resp.expect("valid response"))
+}
+
+struct Fake {
+    state: Arc<Mutex<State>>,
+    port: u16,
+    dir: tempfile::TempDir,
+    ca_pem: String,
+    client: (String, String),
+}
+
+fn b64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let byte = |i: usize| u32::from(c.get(i).copied().unwrap_or(0));
+        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i)) as usize & 63] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+impl Fake {
+    async fn start() -> Fake {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "k3s-server-ca");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let srv_key = rcgen::KeyPair::generate().unwrap();
+        let srv =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .unwrap()
+                .signed_by(&srv_key, &ca, &ca_key)
+                .unwrap();
+        let cli_key = rcgen::KeyPair::generate().unwrap();
+        let mut cli_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        cli_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:admin");
+        let cli = cli_params.signed_by(&cli_key, &ca, &ca_key).unwrap();
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(srv_key.serialize_der()));
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![CertificateDer::from(srv.der().to_vec())], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State {
+            token: "sa-token-1".into(),
+            ..State::default()
+        }));
+        let st = state.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, st) = (acceptor.clone(), st.clone());
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let client_cert = tls.get_ref().1.peer_certificates().is_some();
+                    let svc =
+                        hyper::service::service_fn(move |req| handle(st.clone(), client_cert, req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Fake {
+            state,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            ca_pem: ca.pem(),
+            client: (cli.pem(), cli_key.serialize_pem()),
+        }
+    }
+
+    /// A k3s.yaml exactly as k3s writes it (with the server address rewritten to the fake).
+    fn k3s_yaml(&self, with_user_cert: bool) -> String {
+        let user = if with_user_cert {
+            format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(self.client.0.as_bytes()),
+                b64(self.client.1.as_bytes())
+            )
+        } else {
+            "    username: admin\n".to_string()
+        };
+        format!(
+            "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: https://127.0.0.1:{}\n  name: default\n\
+             contexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\n\
+             kind: Config\npreferences: {{}}\nusers:\n- name: default\n  user:\n{user}",
+            b64(self.ca_pem.as_bytes()),
+            self.port
+        )
+    }
+
+    fn kube(&self) -> Kube {
+        let path = self.dir.path().join("k3s.yaml");
+        std::fs::write(&path, self.k3s_yaml(true)).unwrap();
+        Kube::new(&kubeconfig::load(&path).unwrap()).unwrap()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    fn add_node(&self, name: &str) {
+        let node = json!({"metadata": {"name": name, "annotations": {}}, "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        self.with(|s| s.nodes.insert(name.into(), node));
+    }
+
+    fn add_pod(&self, node: &str, name: &str, owner: &str, refuse: u32, linger: u32) {
+        let mut obj = json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "ownerReferences": [{"kind": owner, "name": "x"}]},
+            "spec": {"nodeName": node},
+            "status": {"phase": "Running"}
+        });
+        if owner == "Node" {
+            obj["metadata"]["annotations"] = json!({"kubernetes.io/config.mirror": "hash"});
+        }
+        self.with(|s| {
+            s.pods.push(Pod {
+                obj,
+                refuse,
+                linger,
+                evicted: false,
+            })
+        });
+    }
+
+    fn node(&self, name: &str) -> Value {
+        self.with(|s| s.nodes[name].clone())
+    }
+}
+
+fn opts(node: &str, concurrency: u32) -> RebootOptions {
+    RebootOptions {
+        concurrency,
+        lease_seconds: 300,
+        drain_timeout: Duration::from_secs(5),
+        lock_timeout: Duration::from_secs(10),
+        ready_timeout: Duration::from_secs(5),
+        poll: Duration::from_millis(5),
+        ..RebootOptions::new(node)
+    }
+}
+
+fn committed() -> BootOutcome {
+    BootOutcome::Committed {
+        version: "1.2.0".into(),
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn a_k3s_yaml_reaches_the_api_with_its_client_certificate() {
+    let fake = Fake::start().await;
+    fake.add_node("pi-1");
+    let node = fake.kube().get("/api/v1/nodes/pi-1").await.unwrap();
+    assert_eq!(node["metadata"]["name"], "pi-1");
+
+    // Without the client certificate the server refuses: it really was presented.
+    let path = fake.dir.path().join("anon.yaml");
+    std::fs::write(&path, fake.k3s_yaml(false)).unwrap();
+    let anon = Kube::new(&kubeconfig::load(&path).unwrap()).unwrap();
+    let e = anon
+        .get("/api/v1/nodes/pi-1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("GET /api/v1/nodes/pi-1: HTTP 401"), "{e}");
+}
+
+#[tokio::test]
+async fn in_cluster_config_sends_the_current_service_account_token() {
+    let fake = Fake::start().await;
+    fake.add_node("pi-1");
+    let sa = tempfile::tempdir().unwrap();
+    std::fs::write(sa.path().join("ca.crt"), &fake.ca_pem).unwrap();
+    std::fs::write(sa.path().join("token"), "sa-token-1\n").unwrap();
+    let cfg = kubeconfig::in_cluster_at(
+        sa.path(),
+        Some("127.0.0.1".into()),
+        Some(fake.port.to_string()),
+    )
+    .unwrap();
+    let kube = Kube::new(&cfg).unwrap();
+    kube.get("/api/v1/nodes/pi-1").await.unwrap();
+    // The kubelet rotated the token: the next request uses the new file content.
+    std::fs::write(sa.path().join("token"), "sa-token-2").unwrap();
+    let e = kube
+        .get("/api/v1/nodes/pi-1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("HTTP 401"), "{e}");
+    fake.with(|s| s.token = "sa-token-2".into());
+    kube.get("/api/v1/nodes/pi-1").await.unwrap();
+}
+
+#[tokio::test]
+async fn drain_evicts_workloads_and_skips_daemonset_mirror_and_finished_pods() {
+    let fake = Fake::start().await;
+    fake.add_node("pi-1");
+    fake.add_node("pi-2");
+    fake.add_pod("pi-1", "web-1", "ReplicaSet", 2, 2); // two PDB refusals, then terminates slowly
+    fake.add_pod("pi-1", "web-2", "ReplicaSet", 0, 0);
+    fake.add_pod("pi-1", "svclb", "DaemonSet", 0, 0);
+    fake.add_pod("pi-1", "kube-vip", "Node", 0, 0); // a static pod's mirror
+    fake.add_pod("pi-1", "job-x", "Job", 0, 0);
+    fake.add_pod("pi-2", "web-3", "ReplicaSet", 0, 0);
+    fake.with(|s| s.pods[4].obj["status"]["phase"] = json!("Succeeded"));
+    let kube = fake.kube();
+
+    let mut seen = None;
+    coordinate_reboot(&kube, &opts("pi-1", 1), || {
+        seen = Some(fake.with(|s| (s.nodes["pi-1"].clone(), s.evictions.clone(), s.holder(0))));
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let (node, evicted, holder) = seen.expect("reboot was called");
+    assert_eq!(node["spec"]["unschedulable"], true);
+    assert_eq!(
+        node["metadata"]["annotations"]["ferry.k3os.io/status"],
+        "rebooting"
+    );
+    assert_eq!(evicted, ["default/web-2", "default/web-1"]);
+    assert_eq!(holder.as_deref(), Some("pi-1"));
+    fake.with(|s| {
+        assert!(
+            !s.pods.iter().any(|p| p.evicted && p.linger > 0),
+            "reboot before evicted pods were gone"
+        )
+    });
+
+    after_boot(&kube, &opts("pi-1", 1), &committed())
+        .await
+        .unwrap();
+    let node = fake.node("pi-1");
+    assert_eq!(node["spec"]["unschedulable"], false);
+    let ann = &node["metadata"]["annotations"];
+    assert_eq!(
+        (
+            ann["ferry.k3os.io/status"].as_str(),
+            ann["ferry.k3os.io/version"].as_str()
+        ),
+        (Some("committed"), Some("1.2.0"))
+    );
+    assert!(ann.get("ferry.k3os.io/cordoned").is_none());
+    fake.with(|s| {
+        assert_eq!(s.holder(0), None);
+        let reasons: Vec<&str> = s
+            .events
+            .iter()
+            .filter_map(|e| e["reason"].as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            ["FerryDraining", "FerryRebooting", "FerryCommitted"]
+        );
+        assert_eq!(s.evictions.len(), 2, "pi-2's pod and the skipped ones stay");
+    });
+}
+
+#[tokio::test]
+async fn a_budget_that_never_allows_eviction_times_out_and_returns_the_node() {
+    let fake = Fake::start().await;
+    fake.add_node("pi-1");
+    fake.add_pod("pi-1", "db-0", "StatefulSet", u32::MAX, 0);
+    fake.add_pod("pi-1", "web-1", "ReplicaSet", 0, 0);
+    let kube = fake.kube();
+    let o = RebootOptions {
+        drain_timeout: Duration::from_millis(150),
+        ..opts("pi-1", 1)
+    };
+    let start = Instant::now();
+    let mut rebooted = false;
+    let e = coordinate_reboot(&kube, &o, || {
+        rebooted = true;
+        Ok(())
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(!rebooted);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "bounded by the drain timeout"
+    );
+    assert!(
+        e.contains("timed out") && e.contains("default/db-0") && e.contains("PodDisruptionBudget"),
+        "{e}"
+    );
+    assert!(!e.contains("web-1"), "{e}");
+    let node = fake.node("pi-1");
+    assert_eq!(node["spec"]["unschedulable"], false);
+    assert_eq!(
+        node["metadata"]["annotations"]["ferry.k3os.io/status"],
+        "reboot-failed"
+    );
+    fake.with(|s| assert_eq!(s.holder(0), None));
+}
+
+/// Two nodes race for slots; each records its "down" interval from the reboot
+/// call to after_boot. Returns the intervals in reboot order.
+async fn race_two_nodes(
+    fake: &Fake,
+    concurrency: u32,
+    both_down: Option<Arc<tokio::sync::Barrier>>,
+) -> Vec<(String, Instant, Instant)> {
+    let kube = Arc::new(fake.kube());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for node in ["pi-1", "pi-2"] {
+        fake.add_node(node);
+        fake.add_pod(node, &format!("web-{node}"), "ReplicaSet", 1, 1);
+        let (kube, log, barrier) = (kube.clone(), log.clone(), both_down.clone());
+        tasks.push(tokio::spawn(async move {
+            let o = opts(node, concurrency);
+            let mut down = None;
+            coordinate_reboot(&kube, &o, || {
+                down = Some(Instant::now());
+                Ok(())
+            })
+            .await
+            .unwrap();
+            if let Some(b) = barrier {
+                tokio::time::timeout(Duration::from_secs(5), b.wait())
+                    .await
+                    .expect("both nodes down at once");
+            } else {
+                tokio::time::sleep(Duration::from_millis(30)).await; // "rebooting"
+            }
+            let up = Instant::now();
+            after_boot(&kube, &o, &committed()).await.unwrap();
+            log.lock()
+                .unwrap()
+                .push((node.to_string(), down.expect("rebooted"), up));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut v = log.lock().unwrap().clone();
+    v.sort_by_key(|(_, down, _)| *down);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slot_means_two_nodes_never_reboot_at_once() {
+    let fake = Fake::start().await;
+    let v = race_two_nodes(&fake, 1, None).await;
+    assert_eq!(v.len(), 2, "both nodes rebooted eventually");
+    let (first_up, second_down) = (v[0].2, v[1].1);
+    assert!(second_down > first_up, "overlapping reboots: {v:?}");
+    fake.with(|s| {
+        assert_eq!(s.holder(0), None);
+        assert!(!s.leases.contains_key("kube-system/ferry-reboot-1"));
+        assert_eq!(
+            s.nodes
+                .values()
+                .filter(|n| n["spec"]["unschedulable"] == true)
+                .count(),
+            0
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_slots_let_two_nodes_reboot_together() {
+    let fake = Fake::start().await;
+    let v = race_two_nodes(&fake, 2, Some(Arc::new(tokio::sync::Barrier::new(2)))).await;
+    assert_eq!(v.len(), 2);
+    assert!(
+        v[1].1 < v[0].2,
+        "the second went down while the first was down: {v:?}"
+    );
+    fake.with(|s| assert_eq!((s.holder(0), s.holder(1)), (None, None)));
+}
+
+#[tokio::test]
+async fn an_expired_lease_of_a_dead_node_is_taken_over() {
+    let fake = Fake::start().await;
+    fake.add_node("pi-1");
+    let dead = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "ferry-reboot-0", "namespace": "kube-system"},
+        "spec": {"holderIdentity": "pi-dead", "leaseDurationSeconds": 60, "renewTime": "2020-01-01T00:00:00.000000Z", "leaseTransitions": 3}
+    });
+    fake.with(|s| s.store_lease("kube-system/ferry-reboot-0".into(), dead));
+    let kube = fake.kube();
+    let mut lease = None;
+    coordinate_reboot(&kube, &opts("pi-1", 1), || {
+        lease = fake.with(|s| s.leases.get("kube-system/ferry-reboot-0").cloned());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let lease = lease.expect("reboot was called");
+    assert_eq!(lease["spec"]["holderIdentity"], "pi-1");
+    assert_eq!(lease["spec"]["leaseTransitions"], 4);
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 300);
+}
+
+#[tokio::test]
+async fn a_live_lease_of_another_node_blocks_until_the_lock_timeout() {
+    let fake = Fake::start().await;
+    fake.add_node("pi-1");
+    fake.add_pod("pi-1", "web-1", "ReplicaSet", 0, 0);
+    let now =
+        ferry::kube::lock::micro_time(ferry::kube::lock::since_epoch(std::time::SystemTime::now()));
+    let live = json!({"metadata": {"name": "ferry-reboot-0"}, "spec": {"holderIdentity": "pi-9", "leaseDurationSeconds": 3600, "renewTime": now}});
+    fake.with(|s| s.store_lease("kube-system/ferry-reboot-0".into(), live));
+    let kube = fake.kube();
+    let o = RebootOptions {
+        lock_timeout: Duration::from_millis(100),
+        ..opts("pi-1", 1)
+    };
+    let e = coordinate_reboot(&kube, &o, || panic!("must not reboot without the lock"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no reboot slot free") && e.contains("pi-9"),
+        "{e}"
+    );
+    fake.with(|s| {
+        assert!(s.evictions.is_empty());
+        assert_eq!(
+            s.nodes["pi-1"]["spec"].get("unschedulable"),
+            None,
+            "never cordoned"
+        );
+        assert_eq!(s.holder(0).as_deref(), Some("pi-9"));
+    });
+}
+
+#[tokio::test]
+async fn a_node_that_does_not_come_back_ready_keeps_its_slot() {
+    let fake = Fake::start().await;
+    fake.add_node("pi-1");
+    let kube = fake.kube();
+    let o = RebootOptions {
+        ready_timeout: Duration::from_millis(50),
+        ..opts("pi-1", 1)
+    };
+    coordinate_reboot(&kube, &o, || Ok(())).await.unwrap();
+    fake.with(|s| {
+        s.nodes.get_mut("pi-1").unwrap()["status"]["conditions"][0]["status"] = json!("False")
+    });
+    let e = after_boot(
+        &kube,
+        &o,
+        &BootOutcome::RolledBack {
+            version: "1.1.0".into(),
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not Ready"), "{e}");
+    fake.with(|s| {
+        assert_eq!(s.holder(0).as_deref(), Some("pi-1"));
+        assert_eq!(s.nodes["pi-1"]["spec"]["unschedulable"], true);
+    });
+    // Ready again: the retry (after_boot is idempotent) finishes the job.
+    fake.with(|s| {
+        s.nodes.get_mut("pi-1").unwrap()["status"]["conditions"][0]["status"] = json!("True")
+    });
+    after_boot(
+        &kube,
+        &o,
+        &BootOutcome::RolledBack {
+            version: "1.1.0".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let node = fake.node("pi-1");
+    assert_eq!(
+        node["metadata"]["annotations"]["ferry.k3os.io/status"],
+        "rolled-back"
+    );
+    fake.with(|s| assert_eq!(s.holder(0), None));
+}

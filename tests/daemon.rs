@@ -210,7 +210,7 @@ fn bad_feeds_are_refused_and_nothing_is_installed() {
     // unsigned
     std::fs::write(&idx, &good).unwrap();
     std::fs::write(f.root.path().join("stable/index.json.sig"), "").unwrap();
-    let o = dev.run(&["daemon", "--once", "--config", s(&dev.config)]);
+    let o = dev.run(&["daemon", "--once"]);
     assert!(o.stderr.contains("not signed"), "{}", o.stderr);
     // replay: the device has seen serial 3; the old serial-2 index comes back
     std::fs::write(f.root.path().join("stable/index.json.sig"), &good_sig).unwrap();

@@ -124,10 +124,35 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
     publish_status(&mut node, &shared);
     info!(booted = %node.booted, state = %node.dev.state, "daemon started");
 
+    let cluster = match &cfg.cluster {
+        Some(c) => Some(cluster(c)?),
+        None => None,
+    };
     if matches!(node.dev.state, State::Trial { .. }) {
         shared.set_phase("health");
-        gate(&mut node)?;
+        let kube = cluster
+            .as_ref()
+            .filter(|_| cfg.cluster.as_ref().is_some_and(|c| c.readyz))
+            .map(|(k, _)| k);
+        gate(&mut node, kube.map(|k| (k, rt.handle())))?;
         publish_status(&mut node, &shared);
+    }
+    if let (Some((kube, o)), State::Idle) = (&cluster, &node.dev.state) {
+        // back from an update reboot (or never gone): schedulable again, slot released
+        let version = node.dev.slots[node.booted.index()]
+            .release
+            .as_ref()
+            .map(|r| r.version.to_string())
+            .unwrap_or_default();
+        let outcome = match &node.dev.last {
+            Some(crate::update::machine::Outcome::Committed { .. }) | None => {
+                crate::kube::BootOutcome::Committed { version }
+            }
+            Some(_) => crate::kube::BootOutcome::RolledBack { version },
+        };
+        if let Err(e) = rt.block_on(crate::kube::after_boot(kube, o, &outcome)) {
+            warn!(error = %e, "cluster: after-boot steps failed; will retry at the next start");
+        }
     }
     let fetcher = match &cfg.feed {
         Some(f) => Some(fetcher(f, rt.handle().clone(), shared.received.clone())?),
@@ -180,7 +205,21 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
             && !shared.paused.load(Ordering::SeqCst)
         {
             shared.set_phase("rebooting");
-            node.reboot()?;
+            match &cluster {
+                Some((kube, o)) => {
+                    let r = rt.block_on(crate::kube::coordinate_reboot(kube, o, || node.reboot()));
+                    if let Err(e) = r {
+                        // drain refused (PDB) or no reboot slot: stay installed, retry next round
+                        error!(error = %e, "cluster-coordinated reboot did not happen");
+                        if opts.once {
+                            return Err(e);
+                        }
+                        wake = shared.wait(Duration::from_secs(60));
+                        continue;
+                    }
+                }
+                None => node.reboot()?,
+            }
             if cfg.reboot == "record" {
                 // tests: the "reboot" happened; stop like a real reboot would
                 return Ok(());
@@ -197,6 +236,37 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
             .unwrap_or(3600);
         wake = shared.wait(Duration::from_secs(interval));
     }
+}
+
+fn cluster(
+    c: &crate::io::config::ClusterConfig,
+) -> Result<(crate::kube::Kube, crate::kube::RebootOptions), Error> {
+    let kc = if c.kubeconfig == "in-cluster" {
+        crate::kube::kubeconfig::in_cluster()?
+    } else {
+        crate::kube::kubeconfig::load(std::path::Path::new(&c.kubeconfig))?
+    };
+    let kube = crate::kube::Kube::new(&kc)?;
+    let node = c
+        .node
+        .clone()
+        .or_else(|| std::env::var("NODE_NAME").ok())
+        .or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+        })
+        .ok_or_else(|| {
+            Error::Usage("cluster: no node name (set cluster.node or NODE_NAME)".into())
+        })?;
+    let mut o = crate::kube::RebootOptions::new(node);
+    o.namespace = c.namespace.clone();
+    o.concurrency = c.concurrency.max(1);
+    o.lease_seconds = c.lease_seconds;
+    o.drain_timeout = Duration::from_secs(c.drain_timeout_s);
+    o.lock_timeout = Duration::from_secs(c.lock_timeout_s);
+    o.ready_timeout = Duration::from_secs(c.ready_timeout_s);
+    Ok((kube, o))
 }
 
 fn fetcher(
@@ -289,8 +359,12 @@ pub fn poll_once(
     Ok(())
 }
 
-/// Health gate of a trial boot: commit, or roll back and reboot.
-pub fn gate(node: &mut Node) -> Result<(), Error> {
+/// Health gate of a trial boot: commit, or roll back and reboot. With a
+/// cluster client, the API server's /readyz must pass too.
+pub fn gate(
+    node: &mut Node,
+    readyz: Option<(&crate::kube::Kube, &tokio::runtime::Handle)>,
+) -> Result<(), Error> {
     let State::Trial { slot, release } = node.dev.state.clone() else {
         return Ok(());
     };
@@ -298,7 +372,14 @@ pub fn gate(node: &mut Node) -> Result<(), Error> {
     info!(slot = %slot, version = %release.version, "health checks started");
     let mut g = Gate::new(h.passes, Duration::from_secs(h.deadline_s), Instant::now());
     loop {
-        let r = run_round(&h);
+        let mut r = run_round(&h);
+        if let (Ok(()), Some((kube, rt))) = (&r, readyz) {
+            r = match rt.block_on(kube.call("GET", "/readyz", None)) {
+                Ok(reply) if reply.ok() => Ok(()),
+                Ok(reply) => Err(format!("GET /readyz: HTTP {}", reply.status)),
+                Err(e) => Err(format!("GET /readyz: {e}")),
+            };
+        }
         match g.observe(r, Instant::now()) {
             Verdict::Pending => std::thread::sleep(Duration::from_secs(h.interval_s)),
             Verdict::Passed => {

@@ -38,6 +38,53 @@ pub struct Config {
     pub feed: Option<FeedConfig>,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// Cluster-aware reboots (lock, cordon, drain) through the Kubernetes API.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// A kubeconfig (k3s writes /etc/rancher/k3s/k3s.yaml), or "in-cluster"
+    /// for the service account of the DaemonSet.
+    #[serde(default = "default_kubeconfig")]
+    pub kubeconfig: String,
+    /// This node's name; default: $NODE_NAME, else the host name.
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default = "default_ns")]
+    pub namespace: String,
+    /// Nodes that may reboot for an update at once.
+    #[serde(default = "one_u32")]
+    pub concurrency: u32,
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
+    #[serde(default = "default_drain")]
+    pub drain_timeout_s: u64,
+    #[serde(default = "default_drain")]
+    pub lock_timeout_s: u64,
+    #[serde(default = "default_drain")]
+    pub ready_timeout_s: u64,
+    /// Also gate trial boots on the API server's /readyz (server nodes).
+    #[serde(default)]
+    pub readyz: bool,
+}
+
+fn default_kubeconfig() -> String {
+    "/etc/rancher/k3s/k3s.yaml".into()
+}
+fn default_ns() -> String {
+    "kube-system".into()
+}
+fn one_u32() -> u32 {
+    1
+}
+fn default_lease() -> u64 {
+    1800
+}
+fn default_drain() -> u64 {
+    600
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -107,7 +107,7 @@ fn parse_doc(text: &str) -> Result<Doc, String> {
             }
             continue;
         }
-        if !item_indent.is_some_and(|b| indent >= b) {
+        if item_indent.is_none_or(|b| indent < b) {
             // Nested mappings outside sequences (e.g. `preferences:`) are not needed.
             continue;
         }

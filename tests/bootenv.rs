@@ -211,3 +211,21 @@ fn boot_script_compiles_like_mkimage() {
         "differs from mkimage's output"
     );
 }
+
+#[test]
+fn a_damaged_env_copy_is_repaired_from_the_intact_one() {
+    let dev = Device::new();
+    let env = dev.fw_printenv();
+    // tear uboot.env (as a power cut during U-Boot's fatwrite would)
+    let mut bytes = std::fs::read(dev.path("uboot.env")).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(dev.path("torn.env"), &bytes).unwrap();
+    let img = format!("{}@@{}", dev.path("disk.img").display(), 2048 * 512);
+    let st = Command::new("mcopy").args(["-o", "-i", &img, s(&dev.path("torn.env")), "::uboot.env"]).status().unwrap();
+    assert!(st.success());
+    // readers fall back to the backup copy
+    assert_eq!(dev.status()["boot"]["order"], serde_json::json!(["a"]));
+    // the next writer rewrites the torn copy; fw_printenv reads it again
+    assert_eq!(dev.run(&["mark-good"]).code, 0);
+    assert_eq!(dev.fw_printenv(), env);
+}

@@ -118,6 +118,7 @@ fn failed_health_rolls_back_and_reboots() {
     assert!(dev.path("state/reboot-requested").exists());
     let st = dev.status();
     assert_eq!(st["last"]["result"], "rolled-back");
+    assert_eq!(st["last"]["version"], "1.1.0", "the failed release is named");
     assert!(
         st["last"]["error"]
             .as_str()

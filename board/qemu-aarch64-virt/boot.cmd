@@ -59,7 +59,8 @@ for S in ${BOOT_ORDER}; do
       setexpr ferry_left ${ferry_left} - 1
       setenv BOOT_${S}_LEFT ${ferry_left}
       # persist the decrement BEFORE booting; no -s (CRC must cover 0x40000 bytes)
-      if env export -c ${ferry_envaddr} ${ferry_vars} && fatwrite virtio 0:1 ${ferry_envaddr} uboot.env ${filesize}; then
+      # both copies, the backup first (as ferry does), so either read sees the decrement
+      if env export -c ${ferry_envaddr} ${ferry_vars} && fatwrite virtio 0:1 ${ferry_envaddr} uboot.env.redund ${filesize} && fatwrite virtio 0:1 ${ferry_envaddr} uboot.env ${filesize}; then
         echo "ferry: trial slot ${S}: ${ferry_left} tries left after this one"
         setenv ferry_go 1
       else

@@ -17,6 +17,11 @@ pub trait BootControl {
     fn reboot_arg(&self, _st: &BootState) -> Option<String> {
         None
     }
+    /// Rewrite a damaged copy of the environment from the intact one.
+    /// Returns whether anything was repaired.
+    fn repair(&mut self) -> Result<bool, Error> {
+        Ok(false)
+    }
 }
 
 fn boot_err(what: impl std::fmt::Display) -> Error {
@@ -184,6 +189,31 @@ impl VarBackend {
 }
 
 impl BootControl for VarBackend {
+    fn repair(&mut self) -> Result<bool, Error> {
+        if !matches!(self.kind, VarKind::UBoot) || self.store.raw_redundant() {
+            return Ok(false); // raw redundant copies heal on the next write by design
+        }
+        let copies = self.store.read_copies()?;
+        let valid: Vec<bool> = copies
+            .iter()
+            .map(|c| {
+                c.as_deref()
+                    .is_some_and(|b| ubootenv::decode(b, false).is_some())
+            })
+            .collect();
+        match (valid.first().copied(), valid.get(1).copied()) {
+            (Some(true), Some(false)) | (Some(false), Some(true)) => {
+                let good = if valid[0] { 0 } else { 1 };
+                let Some(Some(bytes)) = copies.into_iter().nth(good) else {
+                    return Ok(false);
+                };
+                self.store.write_copy(1 - good, &bytes)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn load(&mut self) -> Result<BootState, Error> {
         let (v, _, _) = self.current()?;
         BootState::from_vars(&v).map_err(boot_err)

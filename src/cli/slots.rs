@@ -33,6 +33,7 @@ pub fn status(config: &Path, json: bool) -> Result<(), Error> {
     };
     let last = d.last.as_ref().map(|o| {
         let (kind, slot, version, reason) = outcome_parts(o);
+        let version = version.or(d.last_version.as_ref());
         serde_json::json!({"result": kind, "slot": slot.to_string(), "version": version.map(|v| v.to_string()), "error": reason})
     });
     let v = serde_json::json!({
@@ -47,7 +48,7 @@ pub fn status(config: &Path, json: bool) -> Result<(), Error> {
             "next": boot.next_boot().map(|s| s.to_string()),
         },
         "rollback_floor": d.floor.as_ref().map(|v| v.to_string()),
-        "resume": d.resume,
+        "resume": d.resume.map(|(p, c)| serde_json::json!({"payload": p, "chunk": c})),
         "last": last,
     });
     if json {

@@ -59,6 +59,9 @@ impl Node {
             dev,
             booted,
         };
+        if writable && node.boot.repair()? {
+            warn!("a damaged bootloader environment copy was rewritten from the intact one");
+        }
         let boot_id = std::fs::read_to_string(&node.cfg.boot_id)
             .map(|s| s.trim().to_string())
             .ok();
@@ -111,11 +114,24 @@ impl Node {
                 self.boot.store(b)?;
             }
         }
+        let release = match &self.dev.state {
+            machine::State::Installing { release, .. }
+            | machine::State::Installed { release, .. }
+            | machine::State::Trial { release, .. } => Some(release.version.clone()),
+            machine::State::Idle => None,
+        };
         self.dev.record(&actions);
+        if actions.iter().any(|a| matches!(a, Action::Report(_))) {
+            self.dev.last_version = release;
+        }
         if !matches!(next, machine::State::Installing { .. }) {
             self.dev.resume = None;
         }
-        info!(event = ev, from = %self.dev.state, to = %next, "state transition");
+        if self.dev.state == next && actions.is_empty() {
+            tracing::debug!(event = ev, state = %next, "no transition");
+        } else {
+            info!(event = ev, from = %self.dev.state, to = %next, "state transition");
+        }
         self.dev.state = next;
         self.store.save(&self.dev)?;
         Ok(actions)

@@ -24,6 +24,8 @@ pub struct Device {
     pub slots: [SlotInfo; 2],
     pub floor: Option<semver::Version>,
     pub last: Option<Outcome>,
+    /// The release the last outcome concerns (also for failures).
+    pub last_version: Option<semver::Version>,
     /// Kernel boot id at the last `Booted` event (one event per boot).
     pub boot_id: Option<String>,
     /// Resume point of an install: (payload, chunk) fully written and synced.
@@ -41,6 +43,7 @@ impl Default for Device {
             slots: [empty.clone(), empty],
             floor: None,
             last: None,
+            last_version: None,
             boot_id: None,
             resume: None,
         }
@@ -198,7 +201,7 @@ impl From<&Device> for Record {
                 OutcomeRec {
                     kind: kind.into(),
                     slot,
-                    version: version.cloned(),
+                    version: version.or(d.last_version.as_ref()).cloned(),
                     reason: reason.map(String::from),
                 }
             }),
@@ -235,6 +238,7 @@ impl TryFrom<Record> for Device {
                 release: s.release.map(rel),
             })
         };
+        let last_version = r.last.as_ref().and_then(|o| o.version.clone());
         let last = match r.last {
             None => None,
             Some(o) => Some(match o.kind.as_str() {
@@ -260,6 +264,7 @@ impl TryFrom<Record> for Device {
             slots: [slot(a)?, slot(b)?],
             floor: r.floor,
             last,
+            last_version,
             boot_id: r.boot_id,
             resume: r.resume,
         })

@@ -70,13 +70,13 @@ expect "$W/exhausted.log" 0 "Starting kernel"
 set_env "$W/good.img" "BOOT_ORDER=B A"  # valid file for slot b ...
 printf 'X' | dd of="$W/uboot.env" bs=1 seek=100 conv=notrunc status=none  # ... but bad CRC
 run badcrc "$W/good.img"
-expect "$W/badcrc.log" 1 "ferry: uboot.env missing or bad CRC"
+expect "$W/badcrc.log" 1 "ferry: uboot.env and uboot.env.redund missing or bad"
 expect "$W/badcrc.log" 1 "FERRY-TEST: booted slot=a"
 
 cp --sparse=always "$W/good.img" "$W/noenv.img"
 mdel -i "$W/noenv.img@@$(off "$W/noenv.img")" ::/uboot.env
 SECONDS=0; "$HERE/run-qemu.sh" "$W/noenv.img" "$W/noenv.log" >/dev/null
 echo "== noenv: QEMU wall time ${SECONDS}s"
-expect "$W/noenv.log" 1 "ferry: uboot.env missing or bad CRC"
+expect "$W/noenv.log" 1 "ferry: uboot.env and uboot.env.redund missing or bad"
 expect "$W/noenv.log" 1 "FERRY-TEST: booted slot=a"
 echo PASS

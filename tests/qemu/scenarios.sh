@@ -144,6 +144,13 @@ esac
 mount -t ext4 /dev/vda8 /data || echo "FERRY-TEST: ERROR: cannot mount /dev/vda8 on /data"
 mount -t ext4 -o ro "$k3s" /opt/k3s || echo "FERRY-TEST: ERROR: cannot mount $k3s on /opt/k3s"
 /opt/k3s/k3s server </dev/null &
+# first-boot provisioning written by `ferry provision` into the data partition
+if [ -f /data/provision/node.toml ]; then
+  h=$(sed -n 's/^hostname = "\(.*\)"$/\1/p' /data/provision/node.toml)
+  [ -n "$h" ] && hostname "$h"
+  role=$(sed -n 's/^role = "\(.*\)"$/\1/p' /data/provision/node.toml)
+  echo "FERRY-TEST: provisioned hostname=$(hostname) role=$role mode=$(stat -c %a /data/provision/node.toml)"
+fi
 echo "FERRY-TEST: booted slot=$slot version=$(cat /etc/ferry-version)"
 ferry check
 echo "FERRY-TEST: check rc=$?"
@@ -171,6 +178,16 @@ mkbundle 1.2.0 good BAD
 mkbundle 1.3.0 panic GOOD
 ls -l "$W"/*.ferry
 "$HOSTF" -q image build --board "$BOARD" --bundle "$W/v1.0.0.ferry" --key "$W/dev.pub" -o "$W/base.img"
+# personalise the base image as a factory would: the guest must read these settings
+cat > "$W/node.toml" <<'EOF'
+hostname = "edge-qemu-01"
+[k3s]
+role = "agent"
+server_url = "https://10.0.2.2:6443"
+token = "qemu-join-token"
+labels = ["zone=qemu"]
+EOF
+"$HOSTF" provision --image "$W/base.img" --config "$W/node.toml" >/dev/null
 
 # ---------------------------------------------------------------- helpers
 CUR=  # current scenario name
@@ -248,6 +265,7 @@ s1() { # first boot
   at_shell "$OFF"; S+=(exit); boot 90
   seen 1 'FERRY-TEST: booted slot=a version=1\.0\.0'
   seen 1 'FERRY-TEST: check rc=0'
+  seen 1 'FERRY-TEST: provisioned hostname=edge-qemu-01 role=agent mode=600'
   status 0 booted=a state=idle slots.a.status=good slots.a.version=1.0.0 slots.b.status=empty \
     boot.trial=null 'boot.order=["a"]' last=null
   uenv BOOT_ORDER=A FERRY_TRIAL=

@@ -221,7 +221,10 @@ fn a_damaged_env_copy_is_repaired_from_the_intact_one() {
     bytes[20] ^= 0xff;
     std::fs::write(dev.path("torn.env"), &bytes).unwrap();
     let img = format!("{}@@{}", dev.path("disk.img").display(), 2048 * 512);
-    let st = Command::new("mcopy").args(["-o", "-i", &img, s(&dev.path("torn.env")), "::uboot.env"]).status().unwrap();
+    let st = Command::new("mcopy")
+        .args(["-o", "-i", &img, s(&dev.path("torn.env")), "::uboot.env"])
+        .status()
+        .unwrap();
     assert!(st.success());
     // readers fall back to the backup copy
     assert_eq!(dev.status()["boot"]["order"], serde_json::json!(["a"]));

@@ -267,7 +267,7 @@ pub fn flash(
                             return Ok(off);
                         };
                         buf.resize(BLOCK, 0);
-                        let n = read_full(&mut d, &mut buf)
+                        let n = crate::bundle::writer::read_full(&mut d, &mut buf)
                             .map_err(|e| Error::io("decompress image", image, e))?;
                         if n == 0 {
                             return Ok(off);
@@ -359,18 +359,4 @@ fn read_back(out: &File, target: &Path, blocks: &[(u64, u64)]) -> Result<[u8; 32
         h.update(&buf[..n]);
     }
     Ok(h.finalize().into())
-}
-
-/// Read until `buf` is full or EOF.
-pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }

@@ -191,6 +191,15 @@ impl Device {
         d.to_string()
     }
 
+    /// Does `partition` start with exactly the bytes of the payload file `payload`?
+    pub fn holds(&self, partition: &str, payload: &str) -> bool {
+        let data = std::fs::read(self.path(payload)).unwrap();
+        let want = ferry::bundle::Sha256Digest::of(&data);
+        let disk = ferry::io::disk::Disk::open(&self.path("disk.img"), false).unwrap();
+        let p = disk.partition(partition).unwrap().clone();
+        ferry::io::install::read_back(&disk, p.offset(), data.len() as u64).unwrap() == want
+    }
+
     /// The uboot.env on the boot partition as `fw_printenv` reads it.
     pub fn fw_printenv(&self) -> String {
         let off = 2048 * 512;

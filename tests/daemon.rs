@@ -276,8 +276,19 @@ fn trial_that_never_gets_healthy_rolls_back() {
     let st = dev.status();
     assert_eq!(st["last"]["result"], "rolled-back", "{st}");
     assert_eq!(st["boot"]["order"], serde_json::json!(["a"]));
-    // back on A, the feed still offers 1.1.0, which is now known bad: the
-    // device takes it again only as a new attempt (operators publish a fix)
+    // back on A, the feed still offers 1.1.0, which failed here: it is not
+    // installed again (no reboot loop); a fixed 1.1.1 is
     dev.boot("a", "boot-3");
-    assert_eq!(dev.status()["booted"], "a");
+    std::fs::remove_file(dev.path("state/reboot-requested")).unwrap();
+    let o = dev.run(&["daemon", "--once"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        !dev.path("state/reboot-requested").exists(),
+        "the failed release was installed again"
+    );
+    assert_eq!(dev.status()["state"], "idle");
+    let fixed = dev.bundle("1.1.1", 9, "v3.ferry", &[]);
+    publish(&dev, &f, &fixed, &[]);
+    assert_eq!(dev.run(&["daemon", "--once"]).code, 0);
+    assert_eq!(dev.status()["slots"]["b"]["version"], "1.1.1");
 }

@@ -353,6 +353,18 @@ pub fn poll_once(
         info!(serial = idx.serial, "no newer release");
         return Ok(());
     };
+    // a release that already failed here (health, boot) is not retried: a
+    // fixed release comes with a new version or at least a new manifest
+    let failed_before = node.dev.slots.iter().any(|s| {
+        s.status == crate::update::machine::SlotStatus::Bad
+            && s.release
+                .as_ref()
+                .is_some_and(|r| r.digest == rel.manifest_sha256)
+    });
+    if failed_before && !matches!(node.dev.state, State::Installing { .. }) {
+        info!(version = %rel.version, "newest release failed on this device before; not retrying it");
+        return Ok(());
+    }
     let bundle_url = feed::resolve(&fc.url, &rel.url);
     info!(version = %rel.version, serial = idx.serial, "new release");
     ota::install_url(node, f, &bundle_url, Some(rel.manifest_sha256), keyring)?;

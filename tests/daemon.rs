@@ -7,47 +7,7 @@
 mod common;
 use common::httpd::{serve, Fault};
 use common::*;
-
-struct Feed {
-    server: common::httpd::Server,
-    root: tempfile::TempDir,
-}
-
-fn feed(dev: &Device) -> Feed {
-    let root = tempfile::tempdir().unwrap();
-    let server = serve(root.path().to_path_buf(), true);
-    std::fs::write(dev.path("ca.pem"), &server.ca_pem).unwrap();
-    let cfg = std::fs::read_to_string(&dev.config).unwrap();
-    std::fs::write(
-        &dev.config,
-        format!(
-            "{cfg}[feed]\nurl = \"{}\"\nchannel = \"stable\"\nca = [\"{}\"]\npoll_interval_s = 1\njitter_s = 0\nattempts = 4\nidle_timeout_s = 2\n[daemon]\nsocket = \"{}\"\n",
-            server.url("stable/index.json"),
-            dev.path("ca.pem").display(),
-            dev.path("ferry.sock").display()
-        ),
-    )
-    .unwrap();
-    Feed { server, root }
-}
-
-fn publish(dev: &Device, f: &Feed, bundle: &std::path::Path, extra: &[&str]) {
-    let key = dev.path("dev.key");
-    let mut a = vec![
-        "feed",
-        "publish",
-        "--feed",
-        s(f.root.path()),
-        "--channel",
-        "stable",
-        "--bundle",
-        s(bundle),
-        "--key",
-        s(&key),
-    ];
-    a.extend_from_slice(extra);
-    ok(&a);
-}
+use common::{feed, publish, Feed};
 
 fn bundle_path(_f: &Feed, version: &str) -> String {
     format!("/stable/bundles/qemu-aarch64-virt-{version}.ferry")

@@ -4,6 +4,8 @@
 //! refusals (429) and lingering termination, evictions, Leases with
 //! resourceVersion and 409 conflicts, events.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -731,4 +733,105 @@ async fn a_node_that_does_not_come_back_ready_keeps_its_slot() {
         "rolled-back"
     );
     fake.with(|s| assert_eq!(s.holder(0), None));
+}
+
+// ---------------------------------------------------------------- the daemon with the cluster
+
+fn cluster_device(fake: &Fake, node: &str) -> (common::Device, common::Feed) {
+    let dev = common::Device::new();
+    let f = common::feed(&dev);
+    let b = dev.bundle("1.1.0", 2, "v2.ferry", &[]);
+    common::publish(&dev, &f, &b, &[]);
+    std::fs::write(dev.path("k3s.yaml"), fake.k3s_yaml(true)).unwrap();
+    let cfg = std::fs::read_to_string(&dev.config).unwrap();
+    std::fs::write(
+        &dev.config,
+        format!(
+            "{cfg}[cluster]\nkubeconfig = \"{}\"\nnode = \"{node}\"\nlease_seconds = 60\ndrain_timeout_s = 5\nlock_timeout_s = 2\nready_timeout_s = 5\n",
+            dev.path("k3s.yaml").display()
+        ),
+    )
+    .unwrap();
+    (dev, f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_reboots_holding_the_lock_drained_then_gives_both_back() {
+    let fake = Fake::start().await;
+    fake.add_node("edge-1");
+    fake.add_pod("edge-1", "web-1", "ReplicaSet", 1, 0);
+    fake.add_pod("edge-1", "agent-1", "DaemonSet", 0, 0);
+    let (dev, feed) = tokio::task::block_in_place(|| cluster_device(&fake, "edge-1"));
+    let o = tokio::task::block_in_place(|| dev.run(&["daemon", "--once"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(dev.path("state/reboot-requested").exists(), "no reboot");
+    fake.with(|s| {
+        assert_eq!(
+            s.holder(0).as_deref(),
+            Some("edge-1"),
+            "rebooted without the lock"
+        );
+        assert_eq!(
+            s.nodes["edge-1"]["spec"]["unschedulable"], true,
+            "rebooted uncordoned"
+        );
+        assert_eq!(
+            s.evictions,
+            vec!["default/web-1".to_string()],
+            "drain: only the workload pod"
+        );
+    });
+    // the trial boot passes health: uncordoned, lock released, annotated
+    dev.boot("b", "boot-2");
+    std::fs::write(dev.path("healthy"), "").unwrap();
+    std::fs::remove_file(dev.path("state/reboot-requested")).unwrap();
+    let o = tokio::task::block_in_place(|| dev.run(&["daemon", "--once"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        tokio::task::block_in_place(|| dev.status())["last"]["result"],
+        "committed"
+    );
+    fake.with(|s| {
+        assert_eq!(s.holder(0), None, "lock not released");
+        assert_ne!(
+            s.nodes["edge-1"]["spec"]["unschedulable"], true,
+            "still cordoned"
+        );
+        assert_eq!(
+            s.nodes["edge-1"]["metadata"]["annotations"]["ferry.k3os.io/version"],
+            "1.1.0"
+        );
+    });
+    // the feed server owns a runtime: drop it where blocking is allowed
+    tokio::task::block_in_place(move || drop(feed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_does_not_reboot_while_another_node_holds_the_lock() {
+    let fake = Fake::start().await;
+    fake.add_node("edge-1");
+    fake.add_node("edge-2");
+    let now =
+        ferry::kube::lock::micro_time(ferry::kube::lock::since_epoch(std::time::SystemTime::now()));
+    let busy = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "ferry-reboot-0", "namespace": "kube-system"},
+        "spec": {"holderIdentity": "edge-2", "leaseDurationSeconds": 600, "renewTime": now}
+    });
+    fake.with(|s| s.store_lease("kube-system/ferry-reboot-0".into(), busy));
+    let (dev, feed) = tokio::task::block_in_place(|| cluster_device(&fake, "edge-1"));
+    let o = tokio::task::block_in_place(|| dev.run(&["daemon", "--once"]));
+    assert_eq!(o.code, 62, "{}", o.stderr);
+    assert!(o.stderr.contains("edge-2"), "{}", o.stderr);
+    assert!(
+        !dev.path("state/reboot-requested").exists(),
+        "rebooted without the lock"
+    );
+    // installed and waiting: the next pass reboots once the lock is free
+    assert_eq!(
+        tokio::task::block_in_place(|| dev.status())["state"],
+        "installed"
+    );
+    fake.with(|s| assert_ne!(s.nodes["edge-1"]["spec"]["unschedulable"], true));
+    tokio::task::block_in_place(move || drop(feed));
 }

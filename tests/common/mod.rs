@@ -226,3 +226,46 @@ impl Device {
         String::from_utf8_lossy(&o.stdout).into()
     }
 }
+
+pub struct Feed {
+    pub server: httpd::Server,
+    pub root: tempfile::TempDir,
+}
+
+/// A loopback HTTPS feed for `dev`, with `[feed]` and `[daemon]` added to its config.
+pub fn feed(dev: &Device) -> Feed {
+    let root = tempfile::tempdir().unwrap();
+    let server = httpd::serve(root.path().to_path_buf(), true);
+    std::fs::write(dev.path("ca.pem"), &server.ca_pem).unwrap();
+    let cfg = std::fs::read_to_string(&dev.config).unwrap();
+    std::fs::write(
+        &dev.config,
+        format!(
+            "{cfg}[feed]\nurl = \"{}\"\nchannel = \"stable\"\nca = [\"{}\"]\npoll_interval_s = 1\njitter_s = 0\nattempts = 4\nidle_timeout_s = 2\n[daemon]\nsocket = \"{}\"\n",
+            server.url("stable/index.json"),
+            dev.path("ca.pem").display(),
+            dev.path("ferry.sock").display()
+        ),
+    )
+    .unwrap();
+    Feed { server, root }
+}
+
+/// `ferry feed publish` of `bundle` into the feed, signed by the device's key.
+pub fn publish(dev: &Device, f: &Feed, bundle: &std::path::Path, extra: &[&str]) {
+    let key = dev.path("dev.key");
+    let mut a = vec![
+        "feed",
+        "publish",
+        "--feed",
+        s(f.root.path()),
+        "--channel",
+        "stable",
+        "--bundle",
+        s(bundle),
+        "--key",
+        s(&key),
+    ];
+    a.extend_from_slice(extra);
+    ok(&a);
+}

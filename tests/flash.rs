@@ -240,17 +240,22 @@ fn provision_one_image_then_a_batch() {
     )
     .unwrap();
     let out = dev.path("factory");
-    let o = ferry(&[
-        "provision",
-        "--image",
-        s(&img),
-        "--batch",
-        s(&csv),
-        "--template",
-        s(&dev.path("tmpl.toml")),
-        "--out",
-        s(&out),
-    ]);
+    let tmpl = dev.path("tmpl.toml");
+    let batch = || {
+        let a = [
+            "provision",
+            "--image",
+            s(&img),
+            "--batch",
+            s(&csv),
+            "--template",
+            s(&tmpl),
+            "--out",
+            s(&out),
+        ];
+        ferry(&a)
+    };
+    let o = batch();
     assert_ne!(o.code, 0, "a bad row must fail the run: {}", o.stdout);
     assert!(o.stdout.contains("2 ok, 1 failed"), "{}", o.stdout);
     let report = std::fs::read_to_string(out.join("report.json")).unwrap();
@@ -264,16 +269,6 @@ fn provision_one_image_then_a_batch() {
             "{t}"
         );
     }
-    let o = ferry(&[
-        "provision",
-        "--image",
-        s(&img),
-        "--batch",
-        s(&csv),
-        "--template",
-        s(&dev.path("tmpl.toml")),
-        "--out",
-        s(&out),
-    ]);
+    let o = batch();
     assert_eq!(o.stdout.matches("unchanged").count(), 2, "{}", o.stdout);
 }

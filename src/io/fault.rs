@@ -1,25 +1,45 @@
-//! Crash points for power-cut tests: with `FERRY_CRASH_AT=N` in the
-//! environment, the process aborts (no unwinding, no cleanup, like a power
-//! cut) when it reaches the N-th durable write of the run. Inert otherwise.
+//! Fault injection for power-cut and storage-fault tests, inert unless the
+//! variable is set: `FERRY_CRASH_AT=N` aborts the process (no unwinding, no
+//! cleanup: a power cut) at the N-th durable write; `FERRY_EIO_AT=N` fails the
+//! N-th and later disk writes with EIO (a dying card); `FERRY_CORRUPT_WRITE=N`
+//! stores the N-th written block with one bit flipped (a card that keeps
+//! other bits than it acknowledged), which read-back must catch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-static COUNT: AtomicU64 = AtomicU64::new(0);
-
-fn limit() -> Option<u64> {
-    static L: OnceLock<Option<u64>> = OnceLock::new();
-    *L.get_or_init(|| {
-        std::env::var("FERRY_CRASH_AT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    })
+/// A counter armed by an environment variable.
+struct Trigger {
+    var: &'static str,
+    count: AtomicU64,
+    limit: OnceLock<Option<u64>>,
 }
+
+impl Trigger {
+    const fn new(var: &'static str) -> Trigger {
+        Trigger {
+            var,
+            count: AtomicU64::new(0),
+            limit: OnceLock::new(),
+        }
+    }
+
+    /// Count one event; `Some((n, limit))` when armed.
+    fn tick(&self) -> Option<(u64, u64)> {
+        let limit = (*self
+            .limit
+            .get_or_init(|| std::env::var(self.var).ok().and_then(|v| v.parse().ok())))?;
+        Some((self.count.fetch_add(1, Ordering::SeqCst) + 1, limit))
+    }
+}
+
+static CRASH: Trigger = Trigger::new("FERRY_CRASH_AT");
+static EIO: Trigger = Trigger::new("FERRY_EIO_AT");
+static CORRUPT: Trigger = Trigger::new("FERRY_CORRUPT_WRITE");
 
 /// Mark a durable write about to happen; `what` names it in the crash line.
 pub fn point(what: &str) {
-    if let Some(l) = limit() {
-        let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+    if let Some((n, l)) = CRASH.tick() {
         if n == l {
             eprintln!("ferry: FERRY_CRASH_AT={l}: simulated power cut before {what}");
             std::process::abort();
@@ -27,37 +47,22 @@ pub fn point(what: &str) {
     }
 }
 
-/// With `FERRY_CORRUPT_WRITE=N`, the N-th data block written to a target is
-/// stored with one bit flipped, like a card that acknowledges a write and
-/// keeps other bits. Read-back verification must catch it.
-pub fn corrupt(buf: &[u8]) -> Option<Vec<u8>> {
-    static N: AtomicU64 = AtomicU64::new(0);
-    static L: OnceLock<Option<u64>> = OnceLock::new();
-    let l = (*L.get_or_init(|| {
-        std::env::var("FERRY_CORRUPT_WRITE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    }))?;
-    let n = N.fetch_add(1, Ordering::SeqCst) + 1;
-    if n != l || buf.is_empty() {
-        return None;
-    }
-    let mut v = buf.to_vec();
-    let i = v.len() / 2;
-    v[i] ^= 0x04;
-    Some(v)
+/// The error a disk write should fail with, if any.
+pub fn eio() -> Option<std::io::Error> {
+    EIO.tick()
+        .filter(|(n, l)| n >= l)
+        .map(|_| std::io::Error::from_raw_os_error(5))
 }
 
-/// With `FERRY_EIO_AT=N`, the N-th disk write fails with EIO, as a dying
-/// card does. The install must fail with a clear error and the old slot boot.
-pub fn eio() -> Option<std::io::Error> {
-    static N: AtomicU64 = AtomicU64::new(0);
-    static L: OnceLock<Option<u64>> = OnceLock::new();
-    let l = (*L.get_or_init(|| {
-        std::env::var("FERRY_EIO_AT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    }))?;
-    let n = N.fetch_add(1, Ordering::SeqCst) + 1;
-    (n >= l).then(|| std::io::Error::from_raw_os_error(5))
+/// The bytes a write should store instead of `buf`, if any.
+pub fn corrupt(buf: &[u8]) -> Option<Vec<u8>> {
+    CORRUPT
+        .tick()
+        .filter(|(n, l)| n == l && !buf.is_empty())
+        .map(|_| {
+            let mut v = buf.to_vec();
+            let i = v.len() / 2;
+            v[i] ^= 0x04;
+            v
+        })
 }

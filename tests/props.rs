@@ -66,8 +66,7 @@ impl World {
                 _ => self.boot.clone(),
             };
         }
-        self.dev.record(&acts);
-        self.dev.state = next;
+        self.dev.advance(next, &acts);
         // persisted after every transition: it must parse back to the same
         let back = Device::decode(&self.dev.encode()).expect("record parses");
         assert_eq!(back, self.dev);

@@ -76,8 +76,7 @@ impl Node {
                 machine::step(node.dev.state.clone(), Event::Booted { slot: booted })
             {
                 // Read-only view (status): show what the next writer will record.
-                node.dev.record(&acts);
-                node.dev.state = next;
+                node.dev.advance(next, &acts);
             }
         }
         Ok(node)
@@ -114,25 +113,12 @@ impl Node {
                 self.boot.store(b)?;
             }
         }
-        let release = match &self.dev.state {
-            machine::State::Installing { release, .. }
-            | machine::State::Installed { release, .. }
-            | machine::State::Trial { release, .. } => Some(release.version.clone()),
-            machine::State::Idle => None,
-        };
-        self.dev.record(&actions);
-        if actions.iter().any(|a| matches!(a, Action::Report(_))) {
-            self.dev.last_version = release;
-        }
-        if !matches!(next, machine::State::Installing { .. }) {
-            self.dev.resume = None;
-        }
         if self.dev.state == next && actions.is_empty() {
             tracing::debug!(event = ev, state = %next, "no transition");
         } else {
             info!(event = ev, from = %self.dev.state, to = %next, "state transition");
         }
-        self.dev.state = next;
+        self.dev.advance(next, &actions);
         self.store.save(&self.dev)?;
         Ok(actions)
     }

@@ -51,9 +51,28 @@ impl Default for Device {
 }
 
 impl Device {
-    /// Apply the record-keeping actions (slot status, floor, report). The
-    /// bootloader and reboot actions are the edge's to carry out.
-    pub fn record(&mut self, actions: &[Action]) {
+    /// Move to `next` after `actions`: keep the record (slot status, floor,
+    /// outcome and the release it concerns, resume point). The bootloader and
+    /// reboot actions are the edge's to carry out, before this.
+    pub fn advance(&mut self, next: State, actions: &[Action]) {
+        let release = match &self.state {
+            State::Installing { release, .. }
+            | State::Installed { release, .. }
+            | State::Trial { release, .. } => Some(release.version.clone()),
+            State::Idle => None,
+        };
+        self.record(actions);
+        if actions.iter().any(|a| matches!(a, Action::Report(_))) {
+            self.last_version = release;
+        }
+        if !matches!(next, State::Installing { .. }) {
+            self.resume = None;
+        }
+        self.state = next;
+    }
+
+    /// Apply the record-keeping actions (slot status, floor, report).
+    fn record(&mut self, actions: &[Action]) {
         for a in actions {
             match a {
                 Action::SetSlot {
@@ -301,18 +320,22 @@ mod tests {
                 resume: Some((1, 7)),
                 ..Default::default()
             };
-            d.record(&[
-                Action::SetSlot {
-                    slot: Slot::A,
-                    status: SlotStatus::Good,
-                    release: Some(release.clone()),
-                },
-                Action::RaiseFloor(release.version.clone()),
-                Action::Report(Outcome::RolledBack {
-                    slot: Slot::B,
-                    reason: "x".into(),
-                }),
-            ]);
+            let state = d.state.clone();
+            d.advance(
+                state,
+                &[
+                    Action::SetSlot {
+                        slot: Slot::A,
+                        status: SlotStatus::Good,
+                        release: Some(release.clone()),
+                    },
+                    Action::RaiseFloor(release.version.clone()),
+                    Action::Report(Outcome::RolledBack {
+                        slot: Slot::B,
+                        reason: "x".into(),
+                    }),
+                ],
+            );
             assert_eq!(Device::decode(&d.encode()).unwrap(), d);
         }
         assert!(Device::decode(b"{\"format\":2}").is_err());

@@ -217,10 +217,13 @@ fn illegal_commands_are_refused_with_the_state() {
 fn power_cut_at_every_write_point_keeps_the_old_slot() {
     let mut n = 1;
     let mut resumed = 0;
+    let mut mid_payload = 0;
     loop {
         let dev = Device::new();
         let a = dev.partition_digest("rootfs_a");
-        let b = dev.bundle("1.1.0", 6, "v2.ferry", &[]);
+        // 64 KiB chunks: the rootfs spans more than one durable window, so
+        // cuts land mid-payload and retries resume inside it
+        let b = dev.bundle("1.1.0", 6, "v2.ferry", &["--chunk-size", "65536"]);
         let o = dev.run_env(
             &["install", "--no-reboot", s(&b)],
             &[("FERRY_CRASH_AT", &n.to_string())],
@@ -258,6 +261,7 @@ fn power_cut_at_every_write_point_keeps_the_old_slot() {
             let o = dev.run(&["install", "--no-reboot", s(&b)]);
             assert_eq!(o.code, 0, "cut {n}: retry failed: {}", o.stderr);
             resumed += o.stdout.contains("resumed at") as usize;
+            mid_payload += o.stdout.contains("resumed at payload 1 chunk 32") as usize;
             let st = dev.status();
             assert_eq!(st["state"], "installed", "cut {n}");
             assert_eq!(st["boot"]["next"], "b");
@@ -270,4 +274,5 @@ fn power_cut_at_every_write_point_keeps_the_old_slot() {
         "only {n} write points: crash injection is not reaching the install"
     );
     assert!(resumed > 0, "no retry resumed from a persisted chunk");
+    assert!(mid_payload > 0, "no retry resumed inside a payload");
 }

@@ -110,6 +110,8 @@ pub fn build(o: Options) -> Result<Device, Error> {
             }
         }
         let mut sink = SlotSink::new(&disk, board, Slot::A);
+        // a fresh image reads as zeroes: leave zero chunks as holes
+        sink.skip_zeros = true;
         sink.progress = o.progress;
         reader::stream(src, &b, Position::default(), true, &mut sink)?;
         for_board(board, &disk).store(&BootState::default())?;

@@ -1,6 +1,8 @@
 //! `install`: stream an authenticated bundle into the inactive slot's
-//! partitions, sync, drop the written range from the page cache, read it
-//! back from the device hashing it, and only then arm the bootloader. The
+//! partitions and read every byte back from the device (not the page
+//! cache) against the signed installed digest, and only then arm the
+//! bootloader. The read-back runs on its own thread one synced window behind
+//! the writes, so an install costs about max(write, read), not their sum. The
 //! active slot is never opened for writing: every write goes through the
 //! target slot's partition window.
 
@@ -18,8 +20,44 @@ use crate::error::{BundleError, Error};
 use crate::update::machine::{Action, Event, Release};
 use crate::update::policy;
 
-/// Persist the resume point every this many chunks.
-const RESUME_EVERY: usize = 16;
+/// Sync, hand to the read-back, and persist the resume point every this many chunks.
+const RESUME_EVERY: usize = 32;
+
+/// Reads synced ranges of one payload back from the device, in order, hashing.
+struct ReadBack {
+    tx: std::sync::mpsc::SyncSender<(u64, u64)>,
+    handle: std::thread::JoinHandle<Result<Sha256Digest, Error>>,
+}
+
+impl ReadBack {
+    fn start(disk: &Disk, base: u64) -> ReadBack {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, u64)>(64);
+        let disk = disk.clone();
+        let handle = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            for (off, len) in rx.iter() {
+                hash_range(&disk, base + off, len, &mut h, &mut buf)?;
+            }
+            Ok(Sha256Digest(h.finalize().into()))
+        });
+        ReadBack { tx, handle }
+    }
+
+    fn send(&self, off: u64, len: u64) {
+        if len > 0 {
+            // a closed channel means the reader failed; `finish` reports it
+            let _ = self.tx.send((off, len));
+        }
+    }
+
+    fn finish(self) -> Result<Sha256Digest, Error> {
+        drop(self.tx);
+        self.handle
+            .join()
+            .map_err(|_| Error::Usage("read-back thread failed".into()))?
+    }
+}
 
 /// Writes payloads into one slot's partitions.
 pub struct SlotSink<'a> {
@@ -29,11 +67,18 @@ pub struct SlotSink<'a> {
     /// Called after chunks are durably written: (payload, next chunk).
     pub on_durable: Option<&'a mut dyn FnMut(usize, usize) -> Result<(), Error>>,
     pub progress: Option<Box<dyn FnMut(u64) + 'a>>,
+    /// Don't write all-zero chunks (the target is known to be zeroes: a
+    /// fresh sparse image). Read-back still checks them.
+    pub skip_zeros: bool,
     range: (u64, u64),
     part: String,
     since_sync: usize,
     /// The position after the last chunk written (not necessarily synced).
     pub next: Position,
+    readback: Option<ReadBack>,
+    /// Payload bytes handed to the read-back so far, and written so far.
+    verified_to: u64,
+    written_to: u64,
 }
 
 impl<'a> SlotSink<'a> {
@@ -48,6 +93,10 @@ impl<'a> SlotSink<'a> {
             part: String::new(),
             since_sync: 0,
             next: Position::default(),
+            skip_zeros: false,
+            readback: None,
+            verified_to: 0,
+            written_to: 0,
         }
     }
 }
@@ -75,6 +124,9 @@ impl PayloadSink for SlotSink<'_> {
         self.range = (e.offset(), e.len());
         self.part = part.name.clone();
         self.since_sync = 0;
+        self.readback = Some(ReadBack::start(self.disk, e.offset()));
+        self.verified_to = 0;
+        self.written_to = 0;
         info!(payload = %p.name, partition = %part.name, resumed_at, "writing payload");
         Ok(())
     }
@@ -86,7 +138,17 @@ impl PayloadSink for SlotSink<'_> {
                 self.part
             )));
         }
-        self.disk.write_at(data, self.range.0 + offset)?;
+        if self.written_to == 0 && offset > 0 {
+            // resumed: what came before was synced before the resume point was saved
+            if let Some(r) = &self.readback {
+                r.send(0, offset);
+            }
+            self.verified_to = offset;
+        }
+        if !(self.skip_zeros && data.iter().all(|&b| b == 0)) {
+            self.disk.write_at(data, self.range.0 + offset)?;
+        }
+        self.written_to = offset + data.len() as u64;
         self.next = Position {
             payload: index,
             chunk: chunk + 1,
@@ -97,8 +159,12 @@ impl PayloadSink for SlotSink<'_> {
         self.since_sync += 1;
         if self.since_sync >= RESUME_EVERY {
             self.since_sync = 0;
+            self.disk.sync()?;
+            if let Some(r) = &self.readback {
+                r.send(self.verified_to, self.written_to - self.verified_to);
+            }
+            self.verified_to = self.written_to;
             if let Some(cb) = self.on_durable.as_mut() {
-                self.disk.sync()?;
                 cb(index, chunk + 1)?;
             }
         }
@@ -107,7 +173,15 @@ impl PayloadSink for SlotSink<'_> {
 
     fn finish(&mut self, index: usize, p: &Payload) -> Result<(), Error> {
         self.disk.sync()?;
-        let got = read_back(self.disk, self.range.0, p.installed_size)?;
+        let r = self
+            .readback
+            .take()
+            .ok_or_else(|| Error::Usage("payload finished before it began".into()))?;
+        r.send(
+            self.verified_to,
+            p.installed_size.saturating_sub(self.verified_to),
+        );
+        let got = r.finish()?;
         if got != p.installed_sha256 {
             return Err(Error::ReadBack {
                 partition: self.part.clone(),
@@ -128,9 +202,16 @@ impl PayloadSink for SlotSink<'_> {
 
 /// Hash `len` bytes at `off` as the device returns them, not the page cache:
 /// the range was synced; drop it from the cache first.
-pub fn read_back(disk: &Disk, off: u64, len: u64) -> Result<Sha256Digest, Error> {
+fn hash_range(
+    disk: &Disk,
+    off: u64,
+    len: u64,
+    h: &mut Sha256,
+    buf: &mut [u8],
+) -> Result<(), Error> {
     use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
     use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::FileExt as _;
     let fd = disk.file().as_raw_fd();
     let _ = posix_fadvise(
         fd,
@@ -138,36 +219,23 @@ pub fn read_back(disk: &Disk, off: u64, len: u64) -> Result<Sha256Digest, Error>
         len as i64,
         PosixFadviseAdvice::POSIX_FADV_DONTNEED,
     );
-    let mut f = disk
-        .file()
-        .try_clone()
-        .map_err(|e| Error::io("read back", &disk.path, e))?;
-    f.seek(SeekFrom::Start(off))
-        .map_err(|e| Error::io("read back", &disk.path, e))?;
-    let _ = posix_fadvise(
-        fd,
-        off as i64,
-        len as i64,
-        PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
-    );
+    let mut pos = 0u64;
+    while pos < len {
+        let n = ((len - pos) as usize).min(buf.len());
+        disk.file()
+            .read_exact_at(&mut buf[..n], off + pos)
+            .map_err(|e| Error::io("read back", &disk.path, e))?;
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// SHA-256 of `len` bytes at `off`, read from the device.
+pub fn read_back(disk: &Disk, off: u64, len: u64) -> Result<Sha256Digest, Error> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    let mut r = f.take(len);
-    while left > 0 {
-        let n = r
-            .read(&mut buf)
-            .map_err(|e| Error::io("read back", &disk.path, e))?;
-        if n == 0 {
-            return Err(Error::io(
-                "read back",
-                &disk.path,
-                std::io::ErrorKind::UnexpectedEof.into(),
-            ));
-        }
-        h.update(&buf[..n]);
-        left -= n as u64;
-    }
+    hash_range(disk, off, len, &mut h, &mut buf)?;
     Ok(Sha256Digest(h.finalize().into()))
 }
 

@@ -149,6 +149,11 @@ impl Device {
             out.display().to_string(),
             "-q".into(),
         ];
+        if extra.contains(&"--chunk-size") {
+            // the caller's chunk size replaces the default one
+            let i = args.iter().position(|a| a == "--chunk-size").unwrap();
+            args.drain(i..i + 2);
+        }
         args.extend(extra.iter().map(|x| x.to_string()));
         let a: Vec<&str> = args.iter().map(|x| x.as_str()).collect();
         ok(&a);

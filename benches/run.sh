@@ -344,7 +344,7 @@ for r in $(seq "$ROUNDS"); do
     timed bmaptool-copy bmaptool -q copy --bmap "$BMAP_IMG.bmap" "$BMAP_IMG" "$FLASH_DEV"
     timed dd-image dd if="$BMAP_IMG" of="$FLASH_DEV" bs=4M oflag=direct conv=fsync status=none
     if [ $FLASH_OK = 1 ]; then
-        timed ferry-flash "$FERRY" -q flash "$BMAP_IMG" "$FLASH_DEV"
+        timed ferry-flash "$FERRY" -q flash --yes "$BMAP_IMG" "$FLASH_DEV"
     fi
 done
 

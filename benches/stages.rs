@@ -108,16 +108,23 @@ fn load_data() -> (Vec<u8>, String) {
         use std::io::{Read as _, Seek as _, SeekFrom};
         let mut f = std::fs::File::open(&p).expect("open FERRY_BENCH_DATA");
         let len = f.metadata().expect("stat FERRY_BENCH_DATA").len() as usize;
-        assert!(len >= DATA_MIB * MIB, "FERRY_BENCH_DATA is shorter than {DATA_MIB} MiB");
+        assert!(
+            len >= DATA_MIB * MIB,
+            "FERRY_BENCH_DATA is shorter than {DATA_MIB} MiB"
+        );
         let step = (len / CHUNK) / DATA_MIB;
         let mut v = vec![0u8; DATA_MIB * MIB];
         for (i, c) in v.chunks_mut(CHUNK).enumerate() {
-            f.seek(SeekFrom::Start((i * step * CHUNK) as u64)).expect("seek FERRY_BENCH_DATA");
+            f.seek(SeekFrom::Start((i * step * CHUNK) as u64))
+                .expect("seek FERRY_BENCH_DATA");
             f.read_exact(c).expect("read FERRY_BENCH_DATA");
         }
         (v, format!("{DATA_MIB} x 1 MiB sampled from {p}"))
     } else {
-        (synthetic(DATA_MIB * MIB), format!("{DATA_MIB} MiB synthetic"))
+        (
+            synthetic(DATA_MIB * MIB),
+            format!("{DATA_MIB} MiB synthetic"),
+        )
     }
 }
 
@@ -138,7 +145,10 @@ fn main() {
         comp.include_checksum(false).unwrap();
         comp.include_contentsize(true).unwrap();
         let t = Instant::now();
-        let f: Vec<Vec<u8>> = data.chunks(CHUNK).map(|c| comp.compress(c).unwrap()).collect();
+        let f: Vec<Vec<u8>> = data
+            .chunks(CHUNK)
+            .map(|c| comp.compress(c).unwrap())
+            .collect();
         times.push(mbps(total, t.elapsed()));
         if r == 0 {
             frames = f;
@@ -150,7 +160,8 @@ fn main() {
 
     // zstd decompress into a reused buffer, as the decode stage does.
     let mut dec = zstd::bulk::Decompressor::new().unwrap();
-    dec.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(20)).unwrap();
+    dec.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(20))
+        .unwrap();
     let mut out = vec![0u8; CHUNK];
     let mut times = Vec::new();
     for _ in 0..ROUNDS {
@@ -207,11 +218,31 @@ fn main() {
 
     let note = format!("{source}, ratio {ratio:.2}");
     line("sha256", sha, "MB/s", "installed bytes, 1 MiB updates");
-    line("sha256-frames", sha_frames, "MB/s", "compressed frames, one digest each");
-    line("zstd-decompress", decompress, "MB/s", &format!("output bytes; level {LEVEL}, 1 MiB frames; {note}"));
-    line("zstd-compress", compress, "MB/s", &format!("input bytes; level {LEVEL}, 1 MiB frames (host side)"));
+    line(
+        "sha256-frames",
+        sha_frames,
+        "MB/s",
+        "compressed frames, one digest each",
+    );
+    line(
+        "zstd-decompress",
+        decompress,
+        "MB/s",
+        &format!("output bytes; level {LEVEL}, 1 MiB frames; {note}"),
+    );
+    line(
+        "zstd-compress",
+        compress,
+        "MB/s",
+        &format!("input bytes; level {LEVEL}, 1 MiB frames (host side)"),
+    );
     for (len, ops) in &ed {
-        line(&format!("ed25519-verify-{}k", len / 1024), *ops, "ops/s", "Keyring::verify, verify_strict");
+        line(
+            &format!("ed25519-verify-{}k", len / 1024),
+            *ops,
+            "ops/s",
+            "Keyring::verify, verify_strict",
+        );
     }
     eprintln!(
         "data: {note}; {ROUNDS} rounds (compress {}), medians, one thread",

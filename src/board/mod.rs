@@ -230,9 +230,21 @@ impl Board {
         let b = Board::parse(&text, name_or_path)?;
         let mut files = Vec::new();
         if let (Some(script), Some(dir)) = (&b.bootloader.script, p.parent()) {
-            let sp = dir.join(&b.name).join(script);
-            let s =
-                std::fs::read_to_string(&sp).map_err(|e| Error::io("read boot script", &sp, e))?;
+            // board/<name>/boot.cmd as shipped, else next to the board file
+            let candidates = [dir.join(&b.name).join(script), dir.join(script)];
+            let found = candidates
+                .iter()
+                .find(|c| c.is_file())
+                .ok_or_else(|| Error::Config {
+                    path: p.into(),
+                    detail: format!(
+                        "boot script {script} not found at {} or {}",
+                        candidates[0].display(),
+                        candidates[1].display()
+                    ),
+                })?;
+            let s = std::fs::read_to_string(found)
+                .map_err(|e| Error::io("read boot script", found, e))?;
             files.push((script.clone(), s));
         }
         Ok((b, files))

@@ -85,22 +85,6 @@ impl Disk {
             .map_err(|e| Error::io("write", &self.path, e))
     }
 
-    /// Start writing a range back to the device now (advisory, no wait), so
-    /// the sync at the end of a window finds little left to do.
-    pub fn start_writeback(&self, off: u64, len: u64) {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: sync_file_range only reads its integer arguments; a failure
-        // (e.g. on a file system without support) is harmless: the sync follows.
-        unsafe {
-            nix::libc::sync_file_range(
-                self.file.as_raw_fd(),
-                off as i64,
-                len as i64,
-                nix::libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-    }
-
     pub fn sync(&self) -> Result<(), Error> {
         super::fault::point("disk sync");
         self.file

@@ -147,8 +147,6 @@ impl PayloadSink for SlotSink<'_> {
         }
         if !(self.skip_zeros && data.iter().all(|&b| b == 0)) {
             self.disk.write_at(data, self.range.0 + offset)?;
-            self.disk
-                .start_writeback(self.range.0 + offset, data.len() as u64);
         }
         self.written_to = offset + data.len() as u64;
         self.next = Position {

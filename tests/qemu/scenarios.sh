@@ -32,13 +32,14 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-[[ -z $ONLY || $ONLY =~ ^[1-6](,[1-6])*$ ]] || { echo "--only: expected N[,N...] with N in 1..6" >&2; exit 2; }
+[[ -z $ONLY || $ONLY =~ ^[1-7](,[1-7])*$ ]] || { echo "--only: expected N[,N...] with N in 1..7" >&2; exit 2; }
 mkdir -p "$W"
 W=$(realpath "$W")
 LOGS=$W/logs
 FAILLOGS=$ROOT/target/qemu-logs
 export UBOOT_NODELAY=${UBOOT_NODELAY:-1}
 BOARD=qemu-aarch64-virt
+FEEDPORT=${FEEDPORT:-18731}  # the host's feed server for scenario 7
 PROMPT='ferry-test# '
 T0=$SECONDS
 note() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - T0)); }
@@ -100,7 +101,7 @@ done
 # rootfs: busybox, /sbin/ferry, config, key, /etc/ferry-version, /sbin/init
 APPLETS="sh ash cat echo mount umount sleep touch tr ls mkdir rm cp mv dd sync test [ [[
   printf poweroff reboot halt grep sed head tail cut wc ps kill dmesg uname stat env true false
-  md5sum sha256sum blockdev df free hexdump date find xargs vi less more ln chmod id hostname"
+  md5sum sha256sum blockdev df free hexdump date find xargs vi less more ln chmod id hostname ip"
 mkrootfs() { # mkrootfs VERSION IMG [FILLER_MIB]
   local r=$B/rootfs-$1 a
   mkdir -p "$r"/{bin,sbin,etc/ferry/keys,dev,proc,sys,run,tmp,data,opt/k3s,root}
@@ -121,7 +122,19 @@ commands = ["/opt/k3s/k3s health"]
 deadline_s = 20
 interval_s = 1
 passes = 2
+# scenario 7: the host serves a feed on its loopback, which QEMU's user network
+# shows the guest as 10.0.2.2 (plain http, allowed explicitly; TLS is covered
+# by the in-process daemon tests)
+[feed]
+url = "http://10.0.2.2:FEEDPORT/stable/index.json"
+channel = "stable"
+allow_http = true
+poll_interval_s = 60
+jitter_s = 0
+[daemon]
+socket = "/run/ferry.sock"
 EOF
+  sed -i "s/FEEDPORT/$FEEDPORT/" "$r/etc/ferry/ferry.toml"
   cat > "$r/sbin/init" <<'EOF'
 #!/bin/sh
 # ferry QEMU scenario init: mounts, k3s stand-in, `ferry check`, status, console shell.
@@ -142,6 +155,11 @@ case $slot in
   *) echo "FERRY-TEST: ERROR: no ferry.slot=a|b on the kernel command line"; sleep 1; poweroff -f ;;
 esac
 mount -t ext4 /dev/vda8 /data || echo "FERRY-TEST: ERROR: cannot mount /dev/vda8 on /data"
+# QEMU user networking: a fixed address is enough (no DHCP client needed)
+ip link set lo up
+if ip link set eth0 up 2>/dev/null; then
+  ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
+fi
 mount -t ext4 -o ro "$k3s" /opt/k3s || echo "FERRY-TEST: ERROR: cannot mount $k3s on /opt/k3s"
 /opt/k3s/k3s server </dev/null &
 # first-boot provisioning written by `ferry provision` into the data partition
@@ -352,10 +370,27 @@ s6() { # torn uboot.env after a commit to B: U-Boot uses uboot.env.redund and st
   UENV_BAD_OK=1 uenv 'BOOT_ORDER=B A' FERRY_TRIAL=
 }
 
-NAMES=(first-boot update bad-k3s kernel-panic power-cut torn-env)
+s7() { # the daemon downloads the update from the host's feed over QEMU's network
+  fresh
+  rm -rf "$W/feed"
+  "$HOSTF" -q feed publish --feed "$W/feed" --channel stable --bundle "$W/v1.1.0.ferry" --key "$W/dev.key" >/dev/null
+  python3 -m http.server "$FEEDPORT" --bind 127.0.0.1 --directory "$W/feed" >"$LOGS/$CUR.http.log" 2>&1 &
+  local http=$!
+  at_shell 'ferry daemon --once'
+  S+=('expect:FERRY-TEST: booted slot=b'); at_shell "$OFF"; S+=(exit)
+  boot 180
+  kill "$http" 2>/dev/null; wait "$http" 2>/dev/null || true
+  grep -q 'GET /stable/bundles/qemu-aarch64-virt-1.1.0.ferry' "$LOGS/$CUR.http.log" || err "the guest never fetched the bundle"
+  seen 1 'FERRY-TEST: booted slot=b version=1\.1\.0'
+  status -1 booted=b state=idle slots.b.status=good slots.b.version=1.1.0 last.result=committed \
+    'boot.order=["b","a"]'
+  uenv 'BOOT_ORDER=B A' FERRY_TRIAL=
+}
+
+NAMES=(first-boot update bad-k3s kernel-panic power-cut torn-env network-feed)
 rm -rf "$FAILLOGS"/scenario-*.log
 FAILED=()
-for n in 1 2 3 4 5 6; do
+for n in 1 2 3 4 5 6 7; do
   if [[ -n $ONLY && ,$ONLY, != *,$n,* ]]; then continue; fi
   CUR=s$n-${NAMES[n - 1]}
   note "scenario $n: ${NAMES[n - 1]}"

@@ -22,21 +22,6 @@ impl Store {
     /// Open (creating) the state directory and take the lock; fails at once
     /// if another ferry holds it.
     pub fn open(dir: &Path) -> Result<Store, Error> {
-        Self::open_inner(dir, true)
-    }
-
-    /// For readers (`status`): no lock, nothing created.
-    pub fn open_readonly(dir: &Path) -> Store {
-        Store {
-            dir: dir.into(),
-            _lock: None,
-        }
-    }
-
-    fn open_inner(dir: &Path, lock: bool) -> Result<Store, Error> {
-        if !lock {
-            return Ok(Self::open_readonly(dir));
-        }
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create state dir", dir, e))?;
         let lp = dir.join("lock");
         let lock = File::options()
@@ -57,6 +42,14 @@ impl Store {
             dir: dir.into(),
             _lock: Some(lock),
         })
+    }
+
+    /// For readers (`status`): no lock, nothing created.
+    pub fn open_readonly(dir: &Path) -> Store {
+        Store {
+            dir: dir.into(),
+            _lock: None,
+        }
     }
 
     pub fn path(&self) -> PathBuf {

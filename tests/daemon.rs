@@ -252,3 +252,83 @@ fn trial_that_never_gets_healthy_rolls_back() {
     assert_eq!(dev.run(&["daemon", "--once"]).code, 0);
     assert_eq!(dev.status()["slots"]["b"]["version"], "1.1.1");
 }
+
+#[test]
+fn control_socket_is_root_only_and_answers() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dev = Device::new();
+    let _f = feed(&dev);
+    // a long poll interval: the daemon sits idle after its first pass
+    let cfg = std::fs::read_to_string(&dev.config)
+        .unwrap()
+        .replace("poll_interval_s = 1", "poll_interval_s = 3600");
+    std::fs::write(&dev.config, cfg).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--config", s(&dev.config), "daemon"])
+        .env("FERRY_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let sock = dev.path("ferry.sock");
+    let mut waited = 0;
+    while !sock.exists() && waited < 100 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("daemon exited: {st}");
+        }
+    }
+    let _k = Kill(child);
+    assert!(sock.exists(), "no control socket");
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // the state record is private too
+    assert_eq!(
+        std::fs::metadata(dev.path("state/state.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let o = dev.run(&["ctl", "status"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["status"]["booted"], "a", "{v}");
+    let o = dev.run(&["ctl", "pause"]);
+    assert!(o.stdout.contains("\"paused\": true"), "{}", o.stdout);
+    let o = dev.run(&["ctl", "bogus"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("unknown command"), "{}", o.stderr);
+    // another user cannot even connect (given a config it can read)
+    let public = std::env::temp_dir().join(format!("ferry-ctl-{}.toml", std::process::id()));
+    std::fs::copy(&dev.config, &public).unwrap();
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_ferry"),
+            "--config",
+            s(&public),
+            "ctl",
+            "status",
+        ])
+        .output();
+    let _ = std::fs::remove_file(&public);
+    if let Ok(out) = out {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a non-root peer got an answer");
+        assert!(err.contains("connect to the daemon"), "{err}");
+    }
+}

@@ -110,6 +110,12 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         .map_err(|e| Error::io("start runtime", "tokio", e))?;
     let keyring = Keyring::load(&[] as &[&std::path::Path], &[&cfg.keyring], cfg.threshold)?;
     let shared = Arc::new(Shared::default());
+    if let Some(w) = &cfg.daemon.watchdog {
+        start_watchdog(w);
+    }
+    let mut node = Node::open(cfg.clone(), true)?;
+    publish_status(&mut node, &shared);
+    // the control socket answers only once there is a status to give
     match control::bind(&cfg.daemon.socket) {
         Ok(l) => {
             let s = shared.clone();
@@ -117,11 +123,6 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         }
         Err(e) => warn!(error = %e, "control socket unavailable"),
     }
-    if let Some(w) = &cfg.daemon.watchdog {
-        start_watchdog(w);
-    }
-    let mut node = Node::open(cfg.clone(), true)?;
-    publish_status(&mut node, &shared);
     info!(booted = %node.booted, state = %node.dev.state, "daemon started");
 
     let cluster = match &cfg.cluster {

@@ -15,8 +15,14 @@ use crate::error::Error;
 pub struct Disk {
     pub path: PathBuf,
     file: Arc<File>,
+    /// The same disk opened with O_DIRECT for aligned writes that bypass the
+    /// page cache; `None` where the file system does not support it.
+    direct: Option<Arc<File>>,
     parts: Vec<gpt::Entry>,
 }
+
+/// Alignment (and size granularity) of O_DIRECT writes.
+pub const DIRECT_ALIGN: usize = 4096;
 
 impl Disk {
     pub fn open(path: &Path, writable: bool) -> Result<Disk, Error> {
@@ -32,9 +38,21 @@ impl Disk {
             path: path.into(),
             detail: d,
         })?;
+        let direct = if writable {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            File::options()
+                .write(true)
+                .custom_flags(nix::libc::O_DIRECT)
+                .open(path)
+                .ok()
+                .map(Arc::new)
+        } else {
+            None
+        };
         Ok(Disk {
             path: path.into(),
             file: Arc::new(file),
+            direct,
             parts,
         })
     }
@@ -83,6 +101,36 @@ impl Disk {
         self.file
             .write_all_at(bad.as_deref().unwrap_or(buf), off)
             .map_err(|e| Error::io("write", &self.path, e))
+    }
+
+    /// Write `buf` with O_DIRECT when it can (aligned offset, length and
+    /// address, supported file system), else through the page cache.
+    pub fn write_direct_at(&self, buf: &[u8], off: u64) -> Result<(), Error> {
+        let aligned = off % DIRECT_ALIGN as u64 == 0
+            && buf.len() % DIRECT_ALIGN == 0
+            && (buf.as_ptr() as usize) % DIRECT_ALIGN == 0;
+        let Some(d) = self.direct.as_ref().filter(|_| aligned) else {
+            return self.write_at(buf, off);
+        };
+        super::fault::point("disk write");
+        if let Some(e) = super::fault::eio() {
+            return Err(Error::io("write", &self.path, e));
+        }
+        if let Some(bad) = super::fault::corrupt(buf) {
+            return self
+                .file
+                .write_all_at(&bad, off)
+                .map_err(|e| Error::io("write", &self.path, e));
+        }
+        match d.write_all_at(buf, off) {
+            Ok(()) => Ok(()),
+            // a device with larger sectors than we align to: the page cache it is
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => self
+                .file
+                .write_all_at(buf, off)
+                .map_err(|e| Error::io("write", &self.path, e)),
+            Err(e) => Err(Error::io("write", &self.path, e)),
+        }
     }
 
     pub fn sync(&self) -> Result<(), Error> {

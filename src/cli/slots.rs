@@ -191,51 +191,32 @@ pub fn event(config: &Path, ev: Event) -> Result<(), Error> {
 }
 
 pub fn check(config: &Path) -> Result<(), Error> {
-    use crate::health::{run_round, Gate, Verdict};
-    use std::time::{Duration, Instant};
+    use crate::daemon::{gate, GateOutcome};
     let cfg = Config::load(config)?;
     let mut node = Node::open(cfg, true)?;
-    let crate::update::machine::State::Trial { slot, release } = node.dev.state.clone() else {
-        println!(
-            "no trial in progress (state {}): nothing to check",
-            node.dev.state
-        );
-        return Ok(());
-    };
-    let h = node.cfg.health.clone();
-    tracing::info!(slot = %slot, version = %release.version, commands = h.commands.len(), "health checks started");
-    let mut gate = Gate::new(h.passes, Duration::from_secs(h.deadline_s), Instant::now());
-    let verdict = loop {
-        let r = run_round(&h);
-        if let Err(e) = &r {
-            tracing::info!(error = %e, "health check failed");
-        }
-        match gate.observe(r, Instant::now()) {
-            Verdict::Pending => std::thread::sleep(Duration::from_secs(h.interval_s)),
-            v => break v,
+    let trial = match &node.dev.state {
+        crate::update::machine::State::Trial { slot, release } => (*slot, release.version.clone()),
+        other => {
+            println!("no trial in progress (state {other}): nothing to check");
+            return Ok(());
         }
     };
-    match verdict {
-        Verdict::Passed => {
-            node.apply(Event::HealthPassed)?;
-            println!("health passed: slot {slot} ({}) committed", release.version);
-            Ok(())
+    match gate(&mut node, None)? {
+        Some(GateOutcome::Committed) => {
+            println!("health passed: slot {} ({}) committed", trial.0, trial.1);
         }
-        Verdict::Failed(reason) => {
-            let acts = node.apply(Event::HealthFailed {
-                reason: reason.clone(),
-            })?;
+        Some(GateOutcome::RolledBack { reason, reboot }) => {
             println!(
-                "health failed: slot {slot} ({}) rolled back: {reason}",
-                release.version
+                "health failed: slot {} ({}) rolled back: {reason}",
+                trial.0, trial.1
             );
-            if install::wants_reboot(&acts) {
+            if reboot {
                 node.reboot()?;
             }
-            Ok(())
         }
-        Verdict::Pending => Ok(()),
+        None => {}
     }
+    Ok(())
 }
 
 pub fn ctl(config: &Path, cmd: &str, url: Option<String>) -> Result<(), Error> {

@@ -135,7 +135,11 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
             .as_ref()
             .filter(|_| cfg.cluster.as_ref().is_some_and(|c| c.readyz))
             .map(|(k, _)| k);
-        gate(&mut node, kube.map(|k| (k, rt.handle())))?;
+        if let Some(GateOutcome::RolledBack { reboot: true, .. }) =
+            gate(&mut node, kube.map(|k| (k, rt.handle())))?
+        {
+            node.reboot()?;
+        }
         publish_status(&mut node, &shared);
     }
     if let (Some((kube, o)), State::Idle) = (&cluster, &node.dev.state) {
@@ -372,17 +376,29 @@ pub fn poll_once(
     Ok(())
 }
 
-/// Health gate of a trial boot: commit, or roll back and reboot. With a
-/// cluster client, the API server's /readyz must pass too.
+/// How a trial boot's health gate ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateOutcome {
+    Committed,
+    /// Marked bad; `reboot` when the state machine asks to go back now.
+    RolledBack {
+        reason: String,
+        reboot: bool,
+    },
+}
+
+/// Health gate of a trial boot: commit, or roll back (the caller reboots).
+/// `None` when the boot is not a trial. With a cluster client, the API
+/// server's /readyz must pass too.
 pub fn gate(
     node: &mut Node,
     readyz: Option<(&crate::kube::Kube, &tokio::runtime::Handle)>,
-) -> Result<(), Error> {
+) -> Result<Option<GateOutcome>, Error> {
     let State::Trial { slot, release } = node.dev.state.clone() else {
-        return Ok(());
+        return Ok(None);
     };
     let h = node.cfg.health.clone();
-    info!(slot = %slot, version = %release.version, "health checks started");
+    info!(slot = %slot, version = %release.version, commands = h.commands.len(), "health checks started");
     let mut g = Gate::new(h.passes, Duration::from_secs(h.deadline_s), Instant::now());
     loop {
         let mut r = run_round(&h);
@@ -393,22 +409,23 @@ pub fn gate(
                 Err(e) => Err(format!("GET /readyz: {e}")),
             };
         }
+        if let Err(e) = &r {
+            info!(error = %e, "health check failed");
+        }
         match g.observe(r, Instant::now()) {
             Verdict::Pending => std::thread::sleep(Duration::from_secs(h.interval_s)),
             Verdict::Passed => {
                 node.apply(Event::HealthPassed)?;
                 info!(slot = %slot, version = %release.version, "slot committed");
-                return Ok(());
+                return Ok(Some(GateOutcome::Committed));
             }
             Verdict::Failed(reason) => {
                 let acts = node.apply(Event::HealthFailed {
                     reason: reason.clone(),
                 })?;
                 error!(slot = %slot, reason = %reason, "trial failed; rolling back");
-                if crate::io::install::wants_reboot(&acts) {
-                    node.reboot()?;
-                }
-                return Ok(());
+                let reboot = crate::io::install::wants_reboot(&acts);
+                return Ok(Some(GateOutcome::RolledBack { reason, reboot }));
             }
         }
     }

@@ -16,7 +16,7 @@ use super::node::Node;
 use crate::board::{Board, Slot};
 use crate::bundle::reader::{self, chunk_offset, OpenedBundle, PayloadSink, Position};
 use crate::bundle::{Keyring, Payload, Sha256Digest};
-use crate::error::{BundleError, Error};
+use crate::error::Error;
 use crate::update::machine::{Action, Event, Release};
 use crate::update::policy;
 
@@ -377,12 +377,4 @@ pub fn write_slot<R: Read + Send>(
 /// Whether the actions ask for a reboot.
 pub fn wants_reboot(actions: &[Action]) -> bool {
     actions.contains(&Action::Reboot)
-}
-
-/// Map a chunk-level bundle error for callers that retry from the network.
-pub fn is_corruption(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Bundle(BundleError::ChunkDigest { .. } | BundleError::Truncated { .. })
-    )
 }

@@ -142,6 +142,14 @@ pub enum PolicyError {
         partition: String,
         capacity: u64,
     },
+    /// The bundle leaves some of the slot's partitions to another release.
+    Incomplete {
+        missing: Vec<String>,
+    },
+    /// This release already failed on this device (health or boot).
+    FailedBefore {
+        version: String,
+    },
 }
 
 impl fmt::Display for PolicyError {
@@ -160,6 +168,15 @@ impl fmt::Display for PolicyError {
             Self::MissingTarget { target } => {
                 write!(f, "board has no partition for payload target {target:?}")
             }
+            Self::Incomplete { missing } => write!(
+                f,
+                "bundle does not carry every target of the slot (missing: {}): a slot must hold one release",
+                missing.join(", ")
+            ),
+            Self::FailedBefore { version } => write!(
+                f,
+                "release {version} already failed on this device (rolled back or never booted); publish a fixed release"
+            ),
             Self::TooLarge { payload, size, partition, capacity } => write!(
                 f,
                 "payload {payload} ({size} bytes) does not fit partition {partition} ({capacity} bytes)"
@@ -217,6 +234,27 @@ pub enum Error {
     Cluster(String),
     /// A required external item is missing or a usage rule was broken.
     Usage(String),
+    /// Another ferry process holds the device lock.
+    Busy(String),
+    /// A bug in ferry: an internal invariant did not hold.
+    Internal(String),
+}
+
+impl Error {
+    /// Faults worth another attempt later with the same inputs: the network,
+    /// a bundle source that ended or delivered damaged bytes mid-stream. An
+    /// install that stops on one stays resumable; any other error is final.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Net { .. }
+                | Error::Io {
+                    op: "read bundle",
+                    ..
+                }
+                | Error::Bundle(BundleError::Truncated { .. } | BundleError::ChunkDigest { .. })
+        )
+    }
 }
 
 impl fmt::Display for Error {
@@ -242,6 +280,8 @@ impl fmt::Display for Error {
             Self::Net { what, detail } => write!(f, "{what}: {detail}"),
             Self::Cluster(d) => write!(f, "cluster: {d}"),
             Self::Usage(d) => write!(f, "{d}"),
+            Self::Busy(d) => write!(f, "{d}"),
+            Self::Internal(d) => write!(f, "internal error (a bug in ferry): {d}"),
         }
     }
 }
@@ -318,6 +358,8 @@ impl Error {
                 PolicyError::TooOld { .. } => 32,
                 PolicyError::MissingTarget { .. } => 33,
                 PolicyError::TooLarge { .. } => 34,
+                PolicyError::Incomplete { .. } => 35,
+                PolicyError::FailedBefore { .. } => 36,
             },
             Self::Io { source, .. } => match source.raw_os_error() {
                 Some(28) => 41,
@@ -334,6 +376,8 @@ impl Error {
             Self::Net { .. } => 61,
             Self::Cluster(_) => 62,
             Self::Usage(_) => 2,
+            Self::Busy(_) => 4,
+            Self::Internal(_) => 70,
         }
     }
 }

@@ -77,15 +77,17 @@ fn setenv(cfg: &std::path::Path, k: &str, v: &str) {
 fn redundant_raw_env_round_trips_with_libubootenv() {
     let d = tempfile::tempdir().unwrap();
     let (board, disk, cfg) = raw_disk(d.path());
-    // a blank env reads as the boot script's default; ferry writes it first
+    // a blank env has no valid copy: ferry reports that instead of guessing
+    // a default (the record decides what to write); ferry writes it first
     let mut boot = for_board(&board, &disk);
-    assert_eq!(boot.load().unwrap(), BootState::default());
+    assert_eq!(boot.load().unwrap(), None);
     boot.store(&BootState::default()).unwrap();
     assert!(printenv(&cfg).lines().any(|l| l == "BOOT_ORDER=A"));
     setenv(&cfg, "bootdelay", "1");
     // ferry arms a trial; fw_printenv reads it, and ferry kept foreign vars
     let armed = boot
         .load()
+        .unwrap()
         .unwrap()
         .invalidate(Slot::B)
         .arm_trial(Slot::B, 3);
@@ -101,17 +103,18 @@ fn redundant_raw_env_round_trips_with_libubootenv() {
     }
     // the boot script's decrement as U-Boot would save it, then ferry reads it
     setenv(&cfg, "BOOT_B_LEFT", "2");
-    assert_eq!(boot.load().unwrap().left, [0, 2]);
+    assert_eq!(boot.load().unwrap().unwrap().left, [0, 2]);
     // several alternating writes: each side always sees the other's newest
     for i in 0..4u32 {
         let st = boot
             .load()
             .unwrap()
+            .unwrap()
             .commit(if i % 2 == 0 { Slot::B } else { Slot::A });
         boot.store(&st).unwrap();
         assert_eq!(BootState::from_vars(&parse(&printenv(&cfg))).unwrap(), st);
         setenv(&cfg, "bootcount_dummy", &i.to_string());
-        assert_eq!(boot.load().unwrap(), st);
+        assert_eq!(boot.load().unwrap(), Some(st));
     }
     // a torn write of one copy: both readers fall back to the other copy
     let before = printenv(&cfg);
@@ -132,7 +135,7 @@ fn redundant_raw_env_round_trips_with_libubootenv() {
     let mut boot = for_board(&board, &disk);
     assert_eq!(
         BootState::from_vars(&parse(&after)).unwrap(),
-        boot.load().unwrap()
+        boot.load().unwrap().unwrap()
     );
 }
 

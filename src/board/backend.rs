@@ -7,20 +7,30 @@ use super::ubootenv::{self, Vars};
 use super::{grubenv, rpi, BackendKind, Board, EnvLocation, Slot};
 use crate::error::Error;
 use crate::io::disk::{fat_read, fat_write, Disk};
+use crate::update::engine::BootEnv;
 
-pub trait BootControl {
-    fn load(&mut self) -> Result<BootState, Error>;
-    fn store(&mut self, st: &BootState) -> Result<(), Error>;
+/// A bootloader backend: the engine's [`BootEnv`] plus what the CLI shows.
+pub trait BootControl: BootEnv {
     /// Raw variables for display (U-Boot/GRUB); empty for others.
     fn vars(&mut self) -> Result<Vars, Error>;
     /// Argument for reboot(2) when a trial is armed (`0 tryboot` on the Pi).
     fn reboot_arg(&self, _st: &BootState) -> Option<String> {
         None
     }
-    /// Rewrite a damaged copy of the environment from the intact one.
-    /// Returns whether anything was repaired.
+}
+
+impl BootEnv for Box<dyn BootControl> {
+    fn load(&mut self) -> Result<Option<BootState>, Error> {
+        (**self).load()
+    }
+    fn store(&mut self, st: &BootState) -> Result<(), Error> {
+        (**self).store(st)
+    }
     fn repair(&mut self) -> Result<bool, Error> {
-        Ok(false)
+        (**self).repair()
+    }
+    fn normalize(&self, st: BootState) -> BootState {
+        (**self).normalize(st)
     }
 }
 
@@ -160,35 +170,39 @@ struct VarBackend {
 }
 
 impl VarBackend {
-    /// Current vars and, for raw redundant layouts, (flag, index of current copy).
-    fn current(&self) -> Result<(Vars, u8, usize), Error> {
+    /// Current vars and, for raw redundant layouts, (flag, index of current
+    /// copy); `None` when no copy is valid (the caller must not guess).
+    fn current(&self) -> Result<Option<(Vars, u8, usize)>, Error> {
         let copies = self.store.read_copies()?;
-        match self.kind {
-            VarKind::Grub => {
-                let v = copies
-                    .into_iter()
-                    .flatten()
-                    .find_map(|b| grubenv::decode(&b).ok());
-                Ok((v.unwrap_or_default(), 0, 0))
-            }
+        Ok(match self.kind {
+            VarKind::Grub => copies
+                .into_iter()
+                .flatten()
+                .find_map(|b| grubenv::decode(&b).ok())
+                .map(|v| (v, 0, 0)),
             VarKind::UBoot if self.store.raw_redundant() => {
                 let dec =
                     |c: &Option<Vec<u8>>| c.as_deref().and_then(|b| ubootenv::decode(b, true));
                 let pair = [dec(&copies[0]), copies.get(1).and_then(dec)];
-                Ok(ubootenv::pick(pair).unwrap_or((Vars::new(), 0, 1)))
+                ubootenv::pick(pair)
             }
-            VarKind::UBoot => {
-                // File layout: primary first, then the backup written alongside it.
-                let v = copies
-                    .iter()
-                    .find_map(|c| c.as_deref().and_then(|b| ubootenv::decode(b, false)));
-                Ok((v.map(|(v, _)| v).unwrap_or_default(), 0, 0))
-            }
-        }
+            // File layout: primary first, then the backup written alongside
+            // it, as the boot script reads them.
+            VarKind::UBoot => copies
+                .iter()
+                .find_map(|c| c.as_deref().and_then(|b| ubootenv::decode(b, false)))
+                .map(|(v, _)| (v, 0, 0)),
+        })
     }
 }
 
 impl BootControl for VarBackend {
+    fn vars(&mut self) -> Result<Vars, Error> {
+        Ok(self.current()?.map(|c| c.0).unwrap_or_default())
+    }
+}
+
+impl BootEnv for VarBackend {
     fn repair(&mut self) -> Result<bool, Error> {
         if !matches!(self.kind, VarKind::UBoot) || self.store.raw_redundant() {
             return Ok(false); // raw redundant copies heal on the next write by design
@@ -214,17 +228,21 @@ impl BootControl for VarBackend {
         }
     }
 
-    fn load(&mut self) -> Result<BootState, Error> {
-        let (v, _, _) = self.current()?;
-        BootState::from_vars(&v).map_err(boot_err)
-    }
-
-    fn vars(&mut self) -> Result<Vars, Error> {
-        Ok(self.current()?.0)
+    fn load(&mut self) -> Result<Option<BootState>, Error> {
+        let Some((v, _, _)) = self.current()? else {
+            return Ok(None);
+        };
+        match BootState::from_vars(&v) {
+            Ok(st) => Ok(Some(st)),
+            Err(why) => {
+                tracing::warn!(error = %why, "bootloader environment has unusable boot variables");
+                Ok(None)
+            }
+        }
     }
 
     fn store(&mut self, st: &BootState) -> Result<(), Error> {
-        let (base, flag, idx) = self.current()?;
+        let (base, flag, idx) = self.current()?.unwrap_or((Vars::new(), 0, 1));
         let vars = st.to_vars(&base);
         match self.kind {
             VarKind::Grub => {
@@ -252,20 +270,34 @@ struct RpiBackend {
     parts: [usize; 2],
 }
 
-impl BootControl for RpiBackend {
-    fn load(&mut self) -> Result<BootState, Error> {
-        let copies = self.store.read_copies()?;
-        let Some(Some(b)) = copies.into_iter().next() else {
-            return Ok(BootState::default());
-        };
-        let text = String::from_utf8(b).map_err(|_| boot_err("autoboot.txt is not UTF-8"))?;
+impl RpiBackend {
+    fn decode(&self, text: &str) -> Result<BootState, String> {
         let parts = self.parts;
-        rpi::decode(&text, |n| {
+        rpi::decode(text, |n| {
             [Slot::A, Slot::B]
                 .into_iter()
                 .find(|s| parts[s.index()] == n)
         })
-        .map_err(boot_err)
+    }
+}
+
+impl BootEnv for RpiBackend {
+    fn load(&mut self) -> Result<Option<BootState>, Error> {
+        let copies = self.store.read_copies()?;
+        let Some(Some(b)) = copies.into_iter().next() else {
+            return Ok(None);
+        };
+        let Ok(text) = String::from_utf8(b) else {
+            tracing::warn!("autoboot.txt is not UTF-8");
+            return Ok(None);
+        };
+        match self.decode(&text) {
+            Ok(st) => Ok(Some(st)),
+            Err(why) => {
+                tracing::warn!(error = %why, "autoboot.txt is unusable");
+                Ok(None)
+            }
+        }
     }
 
     fn store(&mut self, st: &BootState) -> Result<(), Error> {
@@ -274,6 +306,15 @@ impl BootControl for RpiBackend {
         self.store.write_copy(0, text.as_bytes())
     }
 
+    /// autoboot.txt holds a committed and a tryboot partition only.
+    fn normalize(&self, st: BootState) -> BootState {
+        let parts = self.parts;
+        self.decode(&rpi::encode(&st, |s| parts[s.index()]))
+            .unwrap_or(st)
+    }
+}
+
+impl BootControl for RpiBackend {
     fn vars(&mut self) -> Result<Vars, Error> {
         Ok(Vars::new())
     }

@@ -7,7 +7,7 @@
 use super::ubootenv::Vars;
 use super::Slot;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BootState {
     /// Bootable slots, preferred first.
     pub order: Vec<Slot>,
@@ -15,6 +15,10 @@ pub struct BootState {
     pub trial: Option<Slot>,
     /// Trial attempts left per slot (index by `Slot::index`).
     pub left: [u32; 2],
+    /// A copy of the record's anti-rollback floor (`FERRY_FLOOR`), kept
+    /// beside the boot state so `ferry state recover` can restore it when
+    /// both copies of the record are lost. The boot scripts ignore it.
+    pub floor: Option<semver::Version>,
 }
 
 impl Default for BootState {
@@ -23,6 +27,7 @@ impl Default for BootState {
             order: vec![Slot::A],
             trial: None,
             left: [0, 0],
+            floor: None,
         }
     }
 }
@@ -80,6 +85,10 @@ impl BootState {
             "FERRY_TRIAL".into(),
             self.trial.map(|s| s.letter()).unwrap_or("").to_string(),
         );
+        match &self.floor {
+            Some(f) => v.insert("FERRY_FLOOR".into(), f.to_string()),
+            None => v.remove("FERRY_FLOOR"),
+        };
         v
     }
 
@@ -111,6 +120,12 @@ impl BootState {
             Some(s) => {
                 Some(Slot::parse(s).ok_or_else(|| format!("FERRY_TRIAL has unknown slot {s:?}"))?)
             }
+        };
+        st.floor = match v.get("FERRY_FLOOR").map(|s| s.trim()) {
+            None | Some("") => None,
+            Some(f) => Some(
+                semver::Version::parse(f).map_err(|_| format!("FERRY_FLOOR={f:?} is not a version"))?,
+            ),
         };
         Ok(st)
     }
@@ -145,6 +160,7 @@ mod tests {
             order: vec![Slot::B, Slot::A],
             trial: Some(Slot::B),
             left: [0, 3],
+            floor: Some(semver::Version::new(1, 2, 0)),
         };
         let v = st.to_vars(&Vars::new());
         assert_eq!(v["BOOT_ORDER"], "B A");

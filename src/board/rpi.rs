@@ -51,6 +51,7 @@ pub fn decode(text: &str, slot: impl Fn(usize) -> Option<Slot>) -> Result<BootSt
         order: vec![committed],
         trial: None,
         left: [0, 0],
+        floor: None,
     };
     if let Some(t) = tryb.filter(|&t| t != committed) {
         st.order.insert(0, t);

@@ -19,8 +19,11 @@ fn keyring(cfg: &Config) -> Result<Keyring, Error> {
 pub fn status(config: &Path, json: bool) -> Result<(), Error> {
     let cfg = Config::load(config)?;
     let mut node = Node::open(cfg, false)?;
-    let boot = node.boot.load()?;
-    let d = &node.dev;
+    use crate::update::engine::BootEnv as _;
+    let boot_found = node.eng.env.load()?;
+    let boot_readable = boot_found.is_some();
+    let boot = boot_found.unwrap_or_default();
+    let d = &node.eng.dev;
     let slot_json = |s: Slot| {
         let i = &d.slots[s.index()];
         serde_json::json!({
@@ -38,7 +41,7 @@ pub fn status(config: &Path, json: bool) -> Result<(), Error> {
     });
     let v = serde_json::json!({
         "board": node.board.name,
-        "booted": node.booted.to_string(),
+        "booted": node.eng.booted.to_string(),
         "state": d.state.name(),
         "state_detail": d.state.to_string(),
         "slots": {"a": slot_json(Slot::A), "b": slot_json(Slot::B)},
@@ -48,7 +51,13 @@ pub fn status(config: &Path, json: bool) -> Result<(), Error> {
             "next": boot.next_boot().map(|s| s.to_string()),
         },
         "rollback_floor": d.floor.as_ref().map(|v| v.to_string()),
-        "resume": d.resume.map(|(p, c)| serde_json::json!({"payload": p, "chunk": c})),
+        "resume": match &d.state {
+            crate::update::machine::State::Installing { done, .. } => serde_json::json!({"payload": done.payload, "chunk": done.chunk}),
+            _ => serde_json::Value::Null,
+        },
+        "boot_env_readable": boot_readable,
+        "failed_releases": d.failed.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+        "feeds": d.feeds,
         "last": last,
     });
     if json {
@@ -56,7 +65,7 @@ pub fn status(config: &Path, json: bool) -> Result<(), Error> {
         return Ok(());
     }
     println!("board    {}", node.board.name);
-    println!("booted   slot {}", node.booted);
+    println!("booted   slot {}", node.eng.booted);
     println!("state    {}", d.state);
     for s in [Slot::A, Slot::B] {
         let i = &d.slots[s.index()];
@@ -79,6 +88,9 @@ pub fn status(config: &Path, json: bool) -> Result<(), Error> {
                 String::new()
             },
         );
+    }
+    if !boot_readable {
+        println!("boot     environment unreadable (no valid copy): the next ferry command that writes rebuilds it from the record");
     }
     let order: Vec<String> = boot.order.iter().map(|s| s.to_string()).collect();
     println!(
@@ -161,7 +173,8 @@ pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Resu
     let progress: Option<Box<dyn FnMut(u64)>> = bar
         .clone()
         .map(|b| Box::new(move |n| b.inc(n)) as Box<dyn FnMut(u64)>);
-    let done = install::install_file(&mut node, file, &ring, progress)?;
+    let mut src = install::FileSource::new(file)?;
+    let done = install::install(&mut node, &mut src, &ring, None, progress)?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -183,7 +196,7 @@ pub fn event(config: &Path, ev: Event) -> Result<(), Error> {
     let cfg = Config::load(config)?;
     let mut node = Node::open(cfg, true)?;
     let acts = node.apply(ev)?;
-    println!("state: {}", node.dev.state);
+    println!("state: {}", node.eng.dev.state);
     if install::wants_reboot(&acts) {
         node.reboot()?;
     }
@@ -194,7 +207,7 @@ pub fn check(config: &Path) -> Result<(), Error> {
     use crate::daemon::{gate, GateOutcome};
     let cfg = Config::load(config)?;
     let mut node = Node::open(cfg, true)?;
-    let trial = match &node.dev.state {
+    let trial = match &node.eng.dev.state {
         crate::update::machine::State::Trial { slot, release } => (*slot, release.version.clone()),
         other => {
             println!("no trial in progress (state {other}): nothing to check");

@@ -21,7 +21,6 @@ use crate::feed;
 use crate::health::{run_round, Gate, Verdict};
 use crate::io::config::{Config, FeedConfig};
 use crate::io::node::Node;
-use crate::io::store::write_durable;
 use crate::net::http::{Client, TlsOptions};
 use crate::net::url::Url;
 use crate::update::machine::{Event, State};
@@ -123,13 +122,13 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         }
         Err(e) => warn!(error = %e, "control socket unavailable"),
     }
-    info!(booted = %node.booted, state = %node.dev.state, "daemon started");
+    info!(booted = %node.eng.booted, state = %node.eng.dev.state, "daemon started");
 
     let cluster = match &cfg.cluster {
         Some(c) => Some(cluster(c)?),
         None => None,
     };
-    if matches!(node.dev.state, State::Trial { .. }) {
+    if matches!(node.eng.dev.state, State::Trial { .. }) {
         shared.set_phase("health");
         let kube = cluster
             .as_ref()
@@ -142,14 +141,14 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         }
         publish_status(&mut node, &shared);
     }
-    if let (Some((kube, o)), State::Idle) = (&cluster, &node.dev.state) {
+    if let (Some((kube, o)), State::Idle) = (&cluster, &node.eng.dev.state) {
         // back from an update reboot (or never gone): schedulable again, slot released
-        let version = node.dev.slots[node.booted.index()]
+        let version = node.eng.dev.slots[node.eng.booted.index()]
             .release
             .as_ref()
             .map(|r| r.version.to_string())
             .unwrap_or_default();
-        let outcome = match &node.dev.last {
+        let outcome = match &node.eng.dev.last {
             Some(crate::update::machine::Outcome::Committed { .. }) | None => {
                 crate::kube::BootOutcome::Committed { version }
             }
@@ -193,7 +192,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
             }
         } else if !shared.paused.load(Ordering::SeqCst)
             && in_window
-            && !matches!(node.dev.state, State::Installed { .. })
+            && !matches!(node.eng.dev.state, State::Installed { .. })
         {
             if let (Some(fc), Some(f)) = (&cfg.feed, &fetcher) {
                 shared.set_phase("polling");
@@ -204,7 +203,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
             }
         }
         publish_status(&mut node, &shared);
-        if matches!(node.dev.state, State::Installed { .. })
+        if matches!(node.eng.dev.state, State::Installed { .. })
             && cfg.daemon.auto_reboot
             && in_window
             && !shared.paused.load(Ordering::SeqCst)
@@ -300,6 +299,33 @@ fn fetcher(
     })
 }
 
+/// The highest feed serial accepted on `channel`: from the record, or once
+/// from the `feed.json` of ferry 0.1 (an unreadable one is an error, never
+/// "no serial": replay protection does not fail open).
+fn seen_serial(node: &Node, channel: &str) -> Result<Option<u64>, Error> {
+    if let Some(s) = node.eng.dev.feeds.get(channel) {
+        return Ok(Some(*s));
+    }
+    let legacy = node.cfg.state_dir.join("feed.json");
+    match std::fs::read(&legacy) {
+        Ok(b) => {
+            let v: serde_json::Value = serde_json::from_slice(&b).map_err(|e| {
+                Error::State(format!("{} is unreadable ({e}): replay protection cannot be checked; restore it or delete it knowingly", legacy.display()))
+            })?;
+            match (v["channel"].as_str(), v["serial"].as_u64()) {
+                (Some(c), Some(s)) if c == channel => Ok(Some(s)),
+                (Some(_), Some(_)) => Ok(None),
+                _ => Err(Error::State(format!(
+                    "{} has no channel and serial: replay protection cannot be checked",
+                    legacy.display()
+                ))),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read feed state", &legacy, e)),
+    }
+}
+
 /// Fetch and verify the index, pick a release, install it.
 pub fn poll_once(
     node: &mut Node,
@@ -323,11 +349,7 @@ pub fn poll_once(
     };
     let index = get(&url, feed::MAX_INDEX)?;
     let sig = get(&sig_url, feed::MAX_SIG_FILE)?;
-    let seen_path = node.cfg.state_dir.join("feed.json");
-    let seen: Option<u64> = std::fs::read(&seen_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["serial"].as_u64());
+    let seen = seen_serial(node, &fc.channel)?;
     let idx = feed::verify(
         &index,
         &String::from_utf8_lossy(&sig),
@@ -337,18 +359,15 @@ pub fn poll_once(
         seen,
     )?;
     if seen != Some(idx.serial) {
-        write_durable(
-            &seen_path,
-            serde_json::json!({"channel": fc.channel, "serial": idx.serial})
-                .to_string()
-                .as_bytes(),
-        )?;
+        // the serial lives in the device record (two copies, one writer)
+        node.eng.dev.accept_feed(&fc.channel, idx.serial);
+        node.save()?;
     }
-    let current = node.dev.slots[node.booted.index()]
+    let current = node.eng.dev.slots[node.eng.booted.index()]
         .release
         .as_ref()
         .map(|r| r.version.clone());
-    let floor = node.dev.floor.clone();
+    let floor = node.eng.dev.floor.clone();
     let Some(rel) = feed::pick(
         &idx,
         &node.board.compatible,
@@ -360,14 +379,12 @@ pub fn poll_once(
     };
     // a release that already failed here (health, boot) is not retried: a
     // fixed release comes with a new version or at least a new manifest
-    let failed_before = node.dev.slots.iter().any(|s| {
-        s.status == crate::update::machine::SlotStatus::Bad
-            && s.release
-                .as_ref()
-                .is_some_and(|r| r.digest == rel.manifest_sha256)
-    });
-    if failed_before && !matches!(node.dev.state, State::Installing { .. }) {
+    if node.eng.dev.failed.contains(&rel.manifest_sha256) {
         info!(version = %rel.version, "newest release failed on this device before; not retrying it");
+        return Ok(());
+    }
+    if let State::RebootPending { next } = node.eng.dev.state {
+        info!(next = %next, "a rollback waits for its reboot; not installing");
         return Ok(());
     }
     let bundle_url = feed::resolve(&fc.url, &rel.url);
@@ -394,7 +411,7 @@ pub fn gate(
     node: &mut Node,
     readyz: Option<(&crate::kube::Kube, &tokio::runtime::Handle)>,
 ) -> Result<Option<GateOutcome>, Error> {
-    let State::Trial { slot, release } = node.dev.state.clone() else {
+    let State::Trial { slot, release } = node.eng.dev.state.clone() else {
         return Ok(None);
     };
     let h = node.cfg.health.clone();
@@ -432,14 +449,14 @@ pub fn gate(
 }
 
 fn publish_status(node: &mut Node, shared: &Shared) {
-    let d = &node.dev;
+    let d = &node.eng.dev;
     let v = serde_json::json!({
-        "booted": node.booted.to_string(),
+        "booted": node.eng.booted.to_string(),
         "state": d.state.name(),
         "state_detail": d.state.to_string(),
         "slot_a": d.slots[0].status.as_str(),
         "slot_b": d.slots[1].status.as_str(),
-        "version": d.slots[node.booted.index()].release.as_ref().map(|r| r.version.to_string()),
+        "version": d.slots[node.eng.booted.index()].release.as_ref().map(|r| r.version.to_string()),
         "paused": shared.paused.load(Ordering::SeqCst),
     });
     if let Ok(mut s) = shared.status.lock() {

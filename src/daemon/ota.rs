@@ -12,17 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Bytes;
-use tracing::{info, info_span, warn};
+use tracing::info_span;
 
-use crate::bundle::reader::{self, chunk_offset, OpenedBundle, Position};
 use crate::bundle::{Keyring, Sha256Digest};
-use crate::error::{BundleError, Error};
-use crate::feed::FeedError;
-use crate::io::install::{check_policy, resume_point, write_slot, Installed};
+use crate::error::Error;
+use crate::io::install::{install, BundleSource};
 use crate::io::node::Node;
 use crate::net::http::{Client, Response};
 use crate::net::url::Url;
-use crate::update::machine::{Event, Release, State};
+use crate::update::engine::Installed;
 
 pub struct Fetcher {
     pub rt: tokio::runtime::Handle,
@@ -105,21 +103,29 @@ impl Fetcher {
     }
 }
 
-/// Faults worth another attempt: the network, a short body, a chunk that
-/// arrived damaged or from another file. Anything else is final.
-fn retryable(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Net { .. }
-            | Error::Io {
-                op: "read bundle",
-                ..
-            }
-            | Error::Bundle(BundleError::Truncated { .. } | BundleError::ChunkDigest { .. })
-    )
+/// A bundle at a URL: Range requests from any offset.
+pub struct HttpSource<'a> {
+    f: &'a Fetcher,
+    url: Url,
 }
 
-/// Install the bundle at `url` into the inactive slot.
+impl BundleSource for HttpSource<'_> {
+    fn name(&self) -> String {
+        self.url.redacted()
+    }
+    fn open_at(&mut self, offset: u64) -> Result<Box<dyn Read + Send>, Error> {
+        Ok(Box::new(self.f.get(&self.url, offset)?))
+    }
+    fn expect_eof(&self) -> bool {
+        false
+    }
+    fn retry(&self) -> (u32, Duration) {
+        (self.f.attempts.max(1), self.f.backoff)
+    }
+}
+
+/// Install the bundle at `url` into the inactive slot (the one install
+/// path, with an HTTP source).
 pub fn install_url(
     node: &mut Node,
     f: &Fetcher,
@@ -127,91 +133,9 @@ pub fn install_url(
     pin: Option<Sha256Digest>,
     keyring: &Keyring,
 ) -> Result<Installed, Error> {
-    let u = Url::parse(url).map_err(|d| Error::Usage(format!("bundle URL: {d}")))?;
-    let target = node.booted.other();
-    let span = info_span!("ota", url = %u.redacted(), slot = %target);
+    let url = Url::parse(url).map_err(|d| Error::Usage(format!("bundle URL: {d}")))?;
+    let span = info_span!("ota", url = %url.redacted());
     let _g = span.enter();
-    let mut opened: Option<OpenedBundle> = None;
-    let mut pos: Option<Position> = None;
-    let mut resumed_from = None;
-    let mut delay = f.backoff;
-    for attempt in 1..=f.attempts.max(1) {
-        let r = (|| -> Result<(), Error> {
-            let (b, start, src) = match &opened {
-                None => {
-                    let mut rd = f.get(&u, 0)?;
-                    let b = reader::open(&mut rd, Some(keyring))?;
-                    if pin.is_some_and(|p| p != b.manifest_digest) {
-                        return Err(FeedError::Malformed(format!(
-                            "bundle at {} is not the one the feed lists (manifest digest differs)",
-                            u.redacted()
-                        ))
-                        .into());
-                    }
-                    check_policy(node, &b, target)?;
-                    let durable = resume_point(node, &b, target);
-                    let release = Release {
-                        version: b.manifest.version.clone(),
-                        digest: b.manifest_digest,
-                    };
-                    node.apply(Event::InstallStarted {
-                        slot: target,
-                        booted: node.booted,
-                        release,
-                    })?;
-                    let start = durable.unwrap_or_default();
-                    resumed_from = durable;
-                    opened = Some(b.clone());
-                    let src = if start == Position::default() {
-                        rd
-                    } else {
-                        f.get(&u, chunk_offset(&b, start))?
-                    };
-                    (b, start, src)
-                }
-                Some(b) => {
-                    let start = pos.unwrap_or_default();
-                    resumed_from = Some(start);
-                    (b.clone(), start, f.get(&u, chunk_offset(b, start))?)
-                }
-            };
-            info!(
-                attempt,
-                payload = start.payload,
-                chunk = start.chunk,
-                "streaming payloads"
-            );
-            let (res, next) = write_slot(node, &b, src, start, false, None);
-            pos = Some(next);
-            res
-        })();
-        match r {
-            Ok(()) => {
-                node.apply(Event::InstallFinished)?;
-                let version = opened
-                    .map(|b| b.manifest.version)
-                    .unwrap_or_else(|| semver::Version::new(0, 0, 0));
-                return Ok(Installed {
-                    slot: target,
-                    version,
-                    resumed_from,
-                });
-            }
-            Err(e) if retryable(&e) && attempt < f.attempts => {
-                warn!(attempt, error = %e, delay_ms = delay.as_millis() as u64, "download interrupted; will resume");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(60));
-            }
-            Err(e) => {
-                if matches!(node.dev.state, State::Installing { .. }) && !retryable(&e) {
-                    let _ = node.apply(Event::InstallFailed {
-                        reason: e.to_string(),
-                    });
-                }
-                // a network failure leaves the install resumable (state installing)
-                return Err(e);
-            }
-        }
-    }
-    Err(Error::Usage("no download attempt was made".into()))
+    let mut src = HttpSource { f, url };
+    install(node, &mut src, keyring, pin, None)
 }

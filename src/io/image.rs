@@ -114,7 +114,6 @@ pub fn build(o: Options) -> Result<Device, Error> {
         sink.skip_zeros = true;
         sink.progress = o.progress;
         reader::stream(src, &b, Position::default(), true, &mut sink)?;
-        for_board(board, &disk).store(&BootState::default())?;
         let release = Release {
             version: b.manifest.version.clone(),
             digest: b.manifest_digest,
@@ -123,6 +122,10 @@ pub fn build(o: Options) -> Result<Device, Error> {
         dev.slots[0].status = SlotStatus::Good;
         dev.slots[0].release = Some(release.clone());
         dev.floor = Some(release.version);
+        for_board(board, &disk).store(&BootState {
+            floor: dev.floor.clone(),
+            ..BootState::default()
+        })?;
         if let Some(data) = board
             .partitions
             .iter()
@@ -132,7 +135,9 @@ pub fn build(o: Options) -> Result<Device, Error> {
         }
         if let Some(sd) = o.state_dir {
             std::fs::create_dir_all(sd).map_err(|e| Error::io("create state dir", sd, e))?;
-            write_durable(&sd.join(super::store::STATE_FILE), &dev.encode())?;
+            for name in [super::store::STATE_FILE, super::store::STATE_COPY] {
+                write_durable(&sd.join(name), &dev.encode_copy(1))?;
+            }
         }
         disk.sync()?;
         Ok(dev)
@@ -157,10 +162,9 @@ fn make_data_fs(disk: &Disk, img: &Path, part: &str, dev: &Device) -> Result<(),
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir_all(stage.join("ferry")).map_err(|x| Error::io("create", &stage, x))?;
     std::fs::create_dir_all(stage.join("rancher")).map_err(|x| Error::io("create", &stage, x))?;
-    write_durable(
-        &stage.join("ferry").join(super::store::STATE_FILE),
-        &dev.encode(),
-    )?;
+    for name in [super::store::STATE_FILE, super::store::STATE_COPY] {
+        write_durable(&stage.join("ferry").join(name), &dev.encode_copy(1))?;
+    }
     let out = std::process::Command::new("mke2fs")
         .args(["-F", "-q", "-t", "ext4", "-L", part])
         .arg("-E")

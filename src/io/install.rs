@@ -17,8 +17,9 @@ use crate::board::{Board, Slot};
 use crate::bundle::reader::{self, chunk_offset, OpenedBundle, PayloadSink, Position};
 use crate::bundle::{Keyring, Payload, Sha256Digest};
 use crate::error::Error;
-use crate::update::machine::{Action, Event, Release};
-use crate::update::policy;
+use crate::update::engine::{Installed, SlotWriter};
+use crate::update::machine::{Action, Progress};
+use crate::update::policy::{Candidate, SlotLayout};
 
 /// Sync, hand to the read-back, and persist the resume point every this many chunks.
 const RESUME_EVERY: usize = 32;
@@ -258,120 +259,213 @@ pub fn read_back(disk: &Disk, off: u64, len: u64) -> Result<Sha256Digest, Error>
     Ok(Sha256Digest(h.finalize().into()))
 }
 
-/// Outcome of `install_file` for the caller: whether a reboot should follow.
-#[derive(Debug)]
-pub struct Installed {
-    pub slot: Slot,
-    pub version: semver::Version,
-    pub resumed_from: Option<Position>,
+/// A bundle's bytes from any offset: a file, a block device, a URL. The
+/// one install path (`install`) opens it once for the header and again at
+/// the first chunk not yet written after a transient fault.
+pub trait BundleSource {
+    /// For logs and errors (credentials redacted).
+    fn name(&self) -> String;
+    /// A reader positioned at `offset`.
+    fn open_at(&mut self, offset: u64) -> Result<Box<dyn Read + Send>, Error>;
+    /// Whether the bundle must end with its last payload (a regular file)
+    /// or may be followed by other bytes (a block device).
+    fn expect_eof(&self) -> bool;
+    /// How many attempts a transient fault gets, and the first back-off.
+    fn retry(&self) -> (u32, std::time::Duration) {
+        (1, std::time::Duration::ZERO)
+    }
 }
 
-/// Install a local bundle file into the inactive slot.
-pub fn install_file(
-    node: &mut Node,
-    path: &std::path::Path,
+/// A local bundle file or block device.
+pub struct FileSource {
+    path: std::path::PathBuf,
+    is_file: bool,
+}
+
+impl FileSource {
+    pub fn new(path: &std::path::Path) -> Result<FileSource, Error> {
+        let m = std::fs::metadata(path).map_err(|e| Error::io("open bundle", path, e))?;
+        Ok(FileSource {
+            path: path.into(),
+            is_file: m.is_file(),
+        })
+    }
+}
+
+impl BundleSource for FileSource {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+    fn open_at(&mut self, offset: u64) -> Result<Box<dyn Read + Send>, Error> {
+        let mut f =
+            std::fs::File::open(&self.path).map_err(|e| Error::io("open bundle", &self.path, e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io("seek bundle", &self.path, e))?;
+        Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+    }
+    fn expect_eof(&self) -> bool {
+        self.is_file
+    }
+}
+
+/// Streams an opened bundle from its source into the target slot: the
+/// engine's [`SlotWriter`] on a real disk.
+pub struct StreamWriter<'a> {
+    disk: &'a Disk,
+    board: &'a Board,
+    slot: Slot,
+    bundle: &'a OpenedBundle,
+    src: &'a mut dyn BundleSource,
+    /// The reader left just after the header by `open`, if still unused.
+    first: Option<Box<dyn Read + Send>>,
+    progress: Option<Box<dyn FnMut(u64) + 'a>>,
+}
+
+impl StreamWriter<'_> {
+    /// One pass from `pos` until the source ends or fails; `pos` follows
+    /// the chunks written.
+    fn attempt(
+        &mut self,
+        pos: &mut Position,
+        attempt: u32,
+        durable: &mut dyn FnMut(Progress) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let rd = match self.first.take() {
+            Some(r) if *pos == Position::default() => r,
+            _ => self.src.open_at(chunk_offset(self.bundle, *pos))?,
+        };
+        info!(attempt, payload = pos.payload, chunk = pos.chunk, "streaming payloads");
+        let mut on_durable = |payload: usize, chunk: usize| durable(Progress { payload, chunk });
+        let progress = &mut self.progress;
+        let mut sink = SlotSink::new(self.disk, self.board, self.slot);
+        sink.next = *pos;
+        sink.on_durable = Some(&mut on_durable);
+        sink.progress = Some(Box::new(move |n| {
+            if let Some(p) = progress.as_mut() {
+                p(n)
+            }
+        }));
+        let r = reader::stream(rd, self.bundle, *pos, self.src.expect_eof(), &mut sink);
+        *pos = sink.next;
+        r
+    }
+}
+
+impl SlotWriter for StreamWriter<'_> {
+    fn write(
+        &mut self,
+        from: Progress,
+        durable: &mut dyn FnMut(Progress) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let (attempts, mut delay) = self.src.retry();
+        let mut pos = Position {
+            payload: from.payload,
+            chunk: from.chunk,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = self.attempt(&mut pos, attempt, durable);
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() && attempt < attempts => {
+                    tracing::warn!(attempt, error = %e, delay_ms = delay.as_millis() as u64, "bundle source interrupted; will resume");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(std::time::Duration::from_secs(60));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn verify(&mut self, index: usize) -> Result<(), Error> {
+        let p = self
+            .bundle
+            .manifest
+            .payloads
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("no payload {index} to verify")))?;
+        let part = self
+            .board
+            .slot_partition(self.slot, &p.target)
+            .ok_or_else(|| {
+                Error::Policy(crate::error::PolicyError::MissingTarget {
+                    target: p.target.clone(),
+                })
+            })?;
+        let e = self.disk.partition(&part.name)?;
+        if read_back(self.disk, e.offset(), p.installed_size)? != p.installed_sha256 {
+            return Err(Error::ReadBack {
+                partition: part.name.clone(),
+                payload: p.name.clone(),
+            });
+        }
+        info!(payload = %p.name, partition = %part.name, "payload from an earlier run read back");
+        Ok(())
+    }
+}
+
+/// Open a bundle's header from `src`, verifying its signatures (and its
+/// manifest digest against `pin`, when a feed names it), retrying
+/// transient faults as the source allows.
+fn open_verified(
+    src: &mut dyn BundleSource,
     keyring: &Keyring,
+    pin: Option<Sha256Digest>,
+) -> Result<(OpenedBundle, Box<dyn Read + Send>), Error> {
+    let (attempts, mut delay) = src.retry();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let r = src
+            .open_at(0)
+            .and_then(|mut rd| reader::open(&mut rd, Some(keyring)).map(|b| (b, rd)));
+        match r {
+            Ok((b, rd)) => {
+                if pin.is_some_and(|p| p != b.manifest_digest) {
+                    return Err(crate::feed::FeedError::Malformed(format!(
+                        "bundle at {} is not the one the feed lists (manifest digest differs)",
+                        src.name()
+                    ))
+                    .into());
+                }
+                return Ok((b, rd));
+            }
+            Err(e) if e.is_transient() && attempt < attempts => {
+                tracing::warn!(attempt, error = %e, "bundle header interrupted; will retry");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_secs(60));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Install the bundle from `src` into the inactive slot: the one install
+/// path for files, block devices and URLs (see `update::engine::install`).
+pub fn install(
+    node: &mut Node,
+    src: &mut dyn BundleSource,
+    keyring: &Keyring,
+    pin: Option<Sha256Digest>,
     progress: Option<Box<dyn FnMut(u64)>>,
 ) -> Result<Installed, Error> {
-    let target = node.booted.other();
-    let span = info_span!("install", bundle = %path.display(), slot = %target);
+    let target = node.eng.booted.other();
+    let span = info_span!("install", bundle = %src.name(), slot = %target);
     let _g = span.enter();
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io("open bundle", path, e))?;
-    let mut head = std::io::BufReader::new(&mut f);
-    let b = reader::open(&mut head, Some(keyring))?;
-    drop(head);
-    check_policy(node, &b, target)?;
-    let release = Release {
-        version: b.manifest.version.clone(),
-        digest: b.manifest_digest,
-    };
-    let start = resume_point(node, &b, target);
-    node.apply(Event::InstallStarted {
+    let (b, first) = open_verified(src, keyring, pin)?;
+    let cand = Candidate::of(&b.manifest, b.manifest_digest);
+    let layout = SlotLayout::of(&node.board, target);
+    let mut w = StreamWriter {
+        disk: &node.disk,
+        board: &node.board,
         slot: target,
-        booted: node.booted,
-        release: release.clone(),
-    })?;
-    info!(version = %release.version, manifest = %release.digest, resume = ?start, "installing");
-    f.seek(SeekFrom::Start(chunk_offset(&b, start.unwrap_or_default())))
-        .map_err(|e| Error::io("seek bundle", path, e))?;
-    // A regular file must end with the bundle; a block device (a pushed
-    // bundle on a spare partition or disk) is longer than it.
-    let is_file = f.metadata().map(|m| m.is_file()).unwrap_or(true);
-    let src = std::io::BufReader::with_capacity(1 << 20, f);
-    match write_slot(node, &b, src, start.unwrap_or_default(), is_file, progress).0 {
-        Ok(()) => {}
-        Err(e) => {
-            // Record the failure; the slot stays out of the boot order.
-            let _ = node.apply(Event::InstallFailed {
-                reason: e.to_string(),
-            });
-            return Err(e);
-        }
-    }
-    node.apply(Event::InstallFinished)?;
-    Ok(Installed {
-        slot: target,
-        version: release.version,
-        resumed_from: start,
-    })
-}
-
-/// Refuse a bundle that is authentic but not for this device now.
-pub fn check_policy(node: &Node, b: &OpenedBundle, target: Slot) -> Result<(), Error> {
-    let installed = node.dev.slots[node.booted.index()]
-        .release
-        .as_ref()
-        .map(|r| &r.version);
-    policy::check(
-        &b.manifest,
-        &node.board,
-        target,
-        node.dev.floor.as_ref(),
-        installed,
-    )?;
-    Ok(())
-}
-
-/// Where an interrupted install of the same bundle into the same slot left off.
-pub fn resume_point(node: &Node, b: &OpenedBundle, target: Slot) -> Option<Position> {
-    match (&node.dev.state, node.dev.resume) {
-        (crate::update::machine::State::Installing { slot, release }, Some((payload, chunk)))
-            if *slot == target
-                && release.digest == b.manifest_digest
-                && payload <= b.manifest.payloads.len() =>
-        {
-            Some(Position { payload, chunk })
-        }
-        _ => None,
-    }
-}
-
-/// Stream `src` (positioned at `start`) into the target slot, persisting
-/// resume points as chunks become durable. Also returns where writing got
-/// to, so a caller can resume a dropped download in the same process.
-pub fn write_slot<R: Read + Send>(
-    node: &mut Node,
-    b: &OpenedBundle,
-    src: R,
-    start: Position,
-    expect_eof: bool,
-    progress: Option<Box<dyn FnMut(u64)>>,
-) -> (Result<(), Error>, Position) {
-    let target = node.booted.other();
-    let disk = node.disk.clone();
-    let board = node.board.clone();
-    let store = &node.store;
-    let dev = &mut node.dev;
-    let mut on_durable = |p: usize, c: usize| {
-        dev.resume = Some((p, c));
-        store.save(dev)
+        bundle: &b,
+        src,
+        first: Some(first),
+        progress,
     };
-    let mut sink = SlotSink::new(&disk, &board, target);
-    sink.next = start;
-    sink.on_durable = Some(&mut on_durable);
-    sink.progress = progress;
-    let r = reader::stream(src, b, start, expect_eof, &mut sink);
-    (r, sink.next)
+    node.eng.install(&cand, &layout, &mut w)
 }
 
 /// Whether the actions ask for a reboot.

@@ -1,20 +1,27 @@
-//! Durable storage of the device record: write to a temporary file, fsync,
-//! rename over the old one, fsync the directory. A crash at any point leaves
-//! either the old or the new record, never a torn one. Mode 0600. An
-//! exclusive lock file serialises ferry processes.
+//! Durable storage of the device record: two copies (`state.json` and
+//! `state.1.json`), each written tmp + fsync + rename + fsync(dir), both on
+//! every save, so a crash leaves at least one copy of the newest or the
+//! previous record and one corrupt copy never loses the floor (which copy
+//! wins is `update::persist::pick`). Mode 0600. An exclusive lock file
+//! serialises ferry processes.
 
 use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
+use tracing::warn;
+
 use crate::error::Error;
-use crate::update::persist::Device;
+use crate::update::engine::RecordStore;
+use crate::update::persist::{self, Device};
 
 pub const STATE_FILE: &str = "state.json";
+pub const STATE_COPY: &str = "state.1.json";
 
 pub struct Store {
     dir: PathBuf,
+    generation: u64,
     _lock: Option<nix::fcntl::Flock<File>>,
 }
 
@@ -33,13 +40,14 @@ impl Store {
             .map_err(|e| Error::io("open lock", &lp, e))?;
         let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| {
-                Error::Usage(format!(
-                    "another ferry process holds {} ({e})",
+                Error::Busy(format!(
+                    "another ferry process holds {} ({e}); if the daemon runs, use `ferry ctl`",
                     lp.display()
                 ))
             })?;
         Ok(Store {
             dir: dir.into(),
+            generation: 0,
             _lock: Some(lock),
         })
     }
@@ -48,6 +56,7 @@ impl Store {
     pub fn open_readonly(dir: &Path) -> Store {
         Store {
             dir: dir.into(),
+            generation: 0,
             _lock: None,
         }
     }
@@ -56,20 +65,51 @@ impl Store {
         self.dir.join(STATE_FILE)
     }
 
-    /// The record, or `None` on a device that has none yet.
-    pub fn load(&self) -> Result<Option<Device>, Error> {
-        let p = self.path();
-        match std::fs::read(&p) {
-            Ok(b) => Device::decode(&b)
-                .map(Some)
-                .map_err(|d| Error::State(format!("{}: {d}", p.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("read state", &p, e)),
+    fn copies(&self) -> [PathBuf; 2] {
+        [self.dir.join(STATE_FILE), self.dir.join(STATE_COPY)]
+    }
+}
+
+impl RecordStore for Store {
+    /// The newest intact record, or `None` on a device that has none yet.
+    fn load(&mut self) -> Result<Option<Device>, Error> {
+        let mut raw: [Option<Vec<u8>>; 2] = [None, None];
+        for (i, p) in self.copies().iter().enumerate() {
+            raw[i] = match std::fs::read(p) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    warn!(path = %p.display(), error = %e, "record copy unreadable");
+                    Some(Vec::new())
+                }
+            };
+        }
+        match persist::pick([raw[0].as_deref(), raw[1].as_deref()]) {
+            Ok(Some(l)) => {
+                for (i, why) in &l.damaged {
+                    warn!(copy = %self.copies()[*i].display(), error = %why, "record copy damaged; the next write repairs it");
+                }
+                self.generation = l.generation;
+                Ok(Some(l.device))
+            }
+            Ok(None) => Ok(None),
+            Err(why) => Err(Error::State(format!(
+                "both copies of the device record in {} are damaged ({why}); nothing was changed: \
+                 run `ferry state recover` to rebuild it from the bootloader environment (keeps the rollback floor)",
+                self.dir.display()
+            ))),
         }
     }
 
-    pub fn save(&self, d: &Device) -> Result<(), Error> {
-        write_durable(&self.path(), &d.encode())
+    fn save(&mut self, d: &Device) -> Result<(), Error> {
+        let g = self.generation + 1;
+        let bytes = d.encode_copy(g);
+        let copies = self.copies();
+        for i in persist::write_order(g) {
+            write_durable(&copies[i], &bytes)?;
+        }
+        self.generation = g;
+        Ok(())
     }
 }
 

@@ -1,41 +1,72 @@
 //! The update state machine. Sans-IO and typed: `step(state, event)` returns
 //! the next state and the actions the edge must carry out, in order. Every
 //! legal (state, event) pair is listed; anything else is an invalid
-//! transition. The edge persists the new state durably *after* running the
-//! actions that make it true and *before* acting on it (see `io::install`).
+//! transition. The edge (`update::engine`) carries out the bootloader actions,
+//! then persists the new record, before acting on it.
+//!
+//! Never does: files, clocks, threads, processes, network.
 //!
 //! ```text
-//! Idle --InstallStarted--> Installing --InstallFinished--> Installed
-//!   ^                          |  (crash: Booted keeps it, resume)    |
-//!   |<------InstallFailed------+                                      | reboot
-//!   |                                                                 v
-//!   |<--HealthPassed/MarkGood (commit)-- Trial <--Booted(target)-- Installed
-//!   |<--HealthFailed/MarkBad/Rollback (invalidate + reboot)-- Trial
+//! Idle --InstallStarted--> Installing{done} --Progress--> Installing{done'}
+//!   ^                          |  InstallStarted (same release keeps `done`,
+//!   |<------InstallFailed------+  another one starts from zero; both
+//!   |                          |  invalidate the slot first)
+//!   |                          +--InstallFinished--> Installed --reboot--> Trial
+//!   |<--HealthPassed/MarkGood (commit)------------------------------------- Trial
+//!   |   RebootPending <--HealthFailed/MarkBad/Rollback (invalidate + reboot)- Trial
+//!   |<--Booted(next)-- RebootPending   (installs, rollback, mark-* refused here)
 //!   |<--Booted(other) (the bootloader fell back)-- Installed | Trial
 //! ```
+//!
+//! Safety rules encoded here (the model check in `tests/model.rs` explores them):
+//! - an install never targets the booted slot, and only starts when the booted
+//!   slot is the committed one (`Idle`) or resumes the same slot (`Installing`);
+//! - every `InstallStarted` and every `InstallFailed` takes the target out of
+//!   the boot order before anything else, so no armed env survives a write;
+//! - the resume point lives inside `Installing` with the release it belongs
+//!   to: a different release can never inherit it;
+//! - after a rollback nothing is accepted but the boot that carries it out.
 
 use std::fmt;
 
+use super::mutant::{active, Mutant};
 use crate::board::Slot;
 use crate::bundle::Sha256Digest;
 
 /// What is being installed: the bundle's version and manifest digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Release {
     pub version: semver::Version,
     pub digest: Sha256Digest,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How far an install got durably: every payload before `payload`, and the
+/// first `chunk` chunks of `payload`, are on the device (synced).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Progress {
+    pub payload: usize,
+    pub chunk: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum State {
     /// Nothing in flight; the booted slot is committed.
     Idle,
-    /// Writing `release` into `slot` (which the bootloader will not boot).
-    Installing { slot: Slot, release: Release },
+    /// Writing `release` into `slot` (which the bootloader will not boot);
+    /// `done` is the resume point of exactly this release.
+    Installing {
+        slot: Slot,
+        release: Release,
+        done: Progress,
+    },
     /// Written and verified; the bootloader will try `slot` at the next boot.
     Installed { slot: Slot, release: Release },
     /// Booted into `slot` on trial; health decides.
     Trial { slot: Slot, release: Release },
+    /// A trial was rolled back: the bootloader will boot `next`, the committed
+    /// slot, at the next boot. Until then the booted slot is the bad one and
+    /// nothing may be installed, rolled back or marked.
+    RebootPending { next: Slot },
 }
 
 impl State {
@@ -45,6 +76,17 @@ impl State {
             State::Installing { .. } => "installing",
             State::Installed { .. } => "installed",
             State::Trial { .. } => "trial",
+            State::RebootPending { .. } => "reboot-pending",
+        }
+    }
+
+    /// The release this state concerns, if any.
+    pub fn release(&self) -> Option<&Release> {
+        match self {
+            State::Installing { release, .. }
+            | State::Installed { release, .. }
+            | State::Trial { release, .. } => Some(release),
+            State::Idle | State::RebootPending { .. } => None,
         }
     }
 }
@@ -53,11 +95,15 @@ impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             State::Idle => write!(f, "idle"),
-            State::Installing { slot, release }
+            State::Installing { slot, release, .. }
             | State::Installed { slot, release }
             | State::Trial { slot, release } => {
                 write!(f, "{} {} into slot {slot}", self.name(), release.version)
             }
+            State::RebootPending { next } => write!(
+                f,
+                "reboot-pending (rolled back; the next boot is slot {next}: reboot first)"
+            ),
         }
     }
 }
@@ -69,12 +115,21 @@ pub enum Event {
         booted: Slot,
         release: Release,
     },
+    /// More of the install is durably on the device.
+    Progress(Progress),
+    /// Every payload of the slot was read back against its signed digest.
     InstallFinished,
     InstallFailed {
         reason: String,
     },
     /// Once per boot: the slot the kernel command line names.
     Booted {
+        slot: Slot,
+    },
+    /// The bootloader started a slot the record does not call good while
+    /// the other one is committed (its env was lost and it used its
+    /// default): go back to the committed slot at the next boot.
+    StrayBoot {
         slot: Slot,
     },
     HealthPassed,
@@ -90,9 +145,11 @@ impl Event {
     pub fn name(&self) -> &'static str {
         match self {
             Event::InstallStarted { .. } => "install",
+            Event::Progress(_) => "progress",
             Event::InstallFinished => "install-finished",
             Event::InstallFailed { .. } => "install-failed",
             Event::Booted { .. } => "boot",
+            Event::StrayBoot { .. } => "stray-boot",
             Event::HealthPassed => "health-passed",
             Event::HealthFailed { .. } => "health-failed",
             Event::MarkGood => "mark-good",
@@ -103,7 +160,7 @@ impl Event {
 }
 
 /// Per-slot status as recorded in the persisted state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SlotStatus {
     Empty,
     Installing,
@@ -159,7 +216,17 @@ pub enum Action {
     Reboot,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Action {
+    /// Whether the action writes the bootloader environment.
+    pub fn is_boot_write(&self) -> bool {
+        matches!(
+            self,
+            Action::InvalidateBoot(_) | Action::ArmTrial(_) | Action::CommitBoot(_)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Committed {
         slot: Slot,
@@ -182,6 +249,14 @@ pub enum Outcome {
     Interrupted {
         slot: Slot,
     },
+}
+
+impl Outcome {
+    /// Whether the release itself failed on this device (not the storage or
+    /// the network): it is not installed again.
+    pub fn release_failed(&self) -> bool {
+        matches!(self, Outcome::RolledBack { .. } | Outcome::BootFailed { .. })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +282,35 @@ fn fail_back(slot: Slot, outcome: Outcome) -> Vec<Action> {
     ]
 }
 
+fn start_install(slot: Slot, release: Release, done: Progress) -> (State, Vec<Action>) {
+    let acts = vec![
+        // out of the boot order before the first byte, whatever came before
+        A::InvalidateBoot(slot),
+        A::SetSlot {
+            slot,
+            status: SlotStatus::Installing,
+            release: Some(release.clone()),
+        },
+    ];
+
+    (
+        S::Installing {
+            slot,
+            release,
+            done,
+        },
+        acts,
+    )
+}
+
+/// After rolling back `slot` (booted), until the reboot into the other.
+fn pending_after_rollback(slot: Slot) -> State {
+    if active(Mutant::RollbackWindow) {
+        return S::Idle;
+    }
+    S::RebootPending { next: slot.other() }
+}
+
 /// The transition function.
 pub fn step(state: State, event: Event) -> Step {
     let invalid = |s: &State, e: &Event| InvalidTransition {
@@ -221,34 +325,44 @@ pub fn step(state: State, event: Event) -> Step {
                 booted,
                 release,
             },
-        ) if slot != booted => {
-            let acts = vec![
-                A::InvalidateBoot(slot),
-                A::SetSlot {
-                    slot,
-                    status: SlotStatus::Installing,
-                    release: Some(release.clone()),
-                },
-            ];
-            Ok((S::Installing { slot, release }, acts))
-        }
-        // An interrupted install may be restarted or resumed with the same or a new release.
+        ) if slot != booted => Ok(start_install(slot, release, Progress::default())),
+        // An interrupted install is resumed (same release: its own progress)
+        // or restarted (another release: from zero). Never inherited.
         (
-            S::Installing { slot, .. },
+            S::Installing {
+                slot,
+                release: old,
+                done,
+            },
             Event::InstallStarted {
                 slot: new,
                 booted,
                 release,
             },
         ) if new == slot && booted != slot => {
-            let acts = vec![A::SetSlot {
-                slot,
-                status: SlotStatus::Installing,
-                release: Some(release.clone()),
-            }];
-            Ok((S::Installing { slot, release }, acts))
+            let done = if old == release || active(Mutant::StaleResume) {
+                done
+            } else {
+                Progress::default()
+            };
+            let (st, mut acts) = start_install(slot, release, done);
+            if active(Mutant::ArmingWindow) {
+                acts.retain(|a| !matches!(a, A::InvalidateBoot(_)));
+            }
+            Ok((st, acts))
         }
-        (S::Installing { slot, release }, Event::InstallFinished) => {
+        (
+            S::Installing { slot, release, .. },
+            Event::Progress(done),
+        ) => Ok((
+            S::Installing {
+                slot,
+                release,
+                done,
+            },
+            vec![],
+        )),
+        (S::Installing { slot, release, .. }, Event::InstallFinished) => {
             let acts = vec![
                 A::SetSlot {
                     slot,
@@ -259,27 +373,43 @@ pub fn step(state: State, event: Event) -> Step {
             ];
             Ok((S::Installed { slot, release }, acts))
         }
-        (S::Installing { slot, .. }, Event::InstallFailed { reason }) => Ok((
-            S::Idle,
-            vec![
+        (S::Installing { slot, .. }, Event::InstallFailed { reason }) => {
+            let mut acts = vec![
+                A::InvalidateBoot(slot),
                 A::SetSlot {
                     slot,
                     status: SlotStatus::Bad,
                     release: None,
                 },
                 A::Report(Outcome::InstallFailed { slot, reason }),
-            ],
-        )),
+            ];
+            if active(Mutant::ArmingWindow) {
+                acts.remove(0);
+            }
+            Ok((S::Idle, acts))
+        }
         // Power cut or reboot mid-install: the old slot booted (the target was
         // invalidated first). Stay resumable.
-        (S::Installing { slot, release }, Event::Booted { slot: b }) if b != slot => Ok((
-            S::Installing { slot, release },
+        (
+            S::Installing {
+                slot,
+                release,
+                done,
+            },
+            Event::Booted { slot: b },
+        ) if b != slot => Ok((
+            S::Installing {
+                slot,
+                release,
+                done,
+            },
             vec![A::Report(Outcome::Interrupted { slot })],
         )),
         // The bootloader boots the target only once armed, which happens only
-        // after verification: a crash between arming and persisting lands here.
+        // after every payload was verified: a crash between arming and
+        // persisting lands here.
         (
-            S::Installed { slot, release } | S::Installing { slot, release },
+            S::Installed { slot, release } | S::Installing { slot, release, .. },
             Event::Booted { slot: b },
         ) if b == slot => {
             let acts = vec![A::SetSlot {
@@ -327,7 +457,7 @@ pub fn step(state: State, event: Event) -> Step {
         (S::Trial { slot, .. }, Event::HealthFailed { reason }) => {
             let mut acts = fail_back(slot, Outcome::RolledBack { slot, reason });
             acts.push(A::Reboot);
-            Ok((S::Idle, acts))
+            Ok((pending_after_rollback(slot), acts))
         }
         (S::Trial { slot, .. }, Event::MarkBad | Event::Rollback) => {
             let mut acts = fail_back(
@@ -338,12 +468,30 @@ pub fn step(state: State, event: Event) -> Step {
                 },
             );
             acts.push(A::Reboot);
-            Ok((S::Idle, acts))
+            Ok((pending_after_rollback(slot), acts))
+        }
+        // The pending reboot happened: the committed slot runs again.
+        (S::RebootPending { next }, Event::Booted { slot }) if slot == next => {
+            Ok((S::Idle, vec![]))
+        }
+        // The rolled-back slot booted again (its env write was lost): stay
+        // pending; the engine rebuilds the env from the record.
+        (S::RebootPending { next }, Event::Booted { slot }) if slot != next => {
+            Ok((S::RebootPending { next }, vec![]))
         }
         (S::Idle, Event::Booted { .. } | Event::MarkGood) => Ok((S::Idle, vec![])),
+        (S::Idle, Event::StrayBoot { slot }) => Ok((
+            S::RebootPending { next: slot.other() },
+            vec![A::InvalidateBoot(slot), A::Reboot],
+        )),
+        (
+            s @ (S::Installing { .. } | S::Installed { .. } | S::Trial { .. } | S::RebootPending { .. }),
+            e @ Event::StrayBoot { .. },
+        ) => Err(invalid(&s, &e)),
         (
             s @ S::Idle,
             e @ (Event::InstallStarted { .. }
+            | Event::Progress(_)
             | Event::InstallFinished
             | Event::InstallFailed { .. }),
         )
@@ -365,6 +513,7 @@ pub fn step(state: State, event: Event) -> Step {
         | (
             s @ S::Installed { .. },
             e @ (Event::InstallStarted { .. }
+            | Event::Progress(_)
             | Event::InstallFinished
             | Event::InstallFailed { .. }),
         )
@@ -378,10 +527,27 @@ pub fn step(state: State, event: Event) -> Step {
         | (
             s @ S::Trial { .. },
             e @ (Event::InstallStarted { .. }
+            | Event::Progress(_)
             | Event::InstallFinished
             | Event::InstallFailed { .. }),
         )
-        | (s @ S::Trial { .. }, e @ Event::Booted { .. }) => Err(invalid(&s, &e)),
+        | (s @ S::Trial { .. }, e @ Event::Booted { .. })
+        | (
+            s @ S::RebootPending { .. },
+            e @ (Event::InstallStarted { .. }
+            | Event::Progress(_)
+            | Event::InstallFinished
+            | Event::InstallFailed { .. }
+            | Event::Booted { .. }),
+        )
+        | (
+            s @ S::RebootPending { .. },
+            e @ (Event::HealthPassed
+            | Event::HealthFailed { .. }
+            | Event::MarkGood
+            | Event::MarkBad
+            | Event::Rollback),
+        ) => Err(invalid(&s, &e)),
     }
 }
 
@@ -397,10 +563,17 @@ mod tests {
     }
 
     fn installing() -> State {
+        installing_at(Progress::default())
+    }
+    fn installing_at(done: Progress) -> State {
         S::Installing {
             slot: Slot::B,
             release: rel("2.0.0"),
+            done,
         }
+    }
+    fn pending() -> State {
+        S::RebootPending { next: Slot::A }
     }
     fn installed() -> State {
         S::Installed {
@@ -439,15 +612,47 @@ mod tests {
                     },
                 ],
             ),
+            // the same release resumes where it got to ...
+            (
+                installing_at(Progress { payload: 1, chunk: 32 }),
+                start(b, Slot::A),
+                installing_at(Progress { payload: 1, chunk: 32 }),
+                vec![
+                    A::InvalidateBoot(b),
+                    A::SetSlot {
+                        slot: b,
+                        status: SlotStatus::Installing,
+                        release: Some(rel("2.0.0")),
+                    },
+                ],
+            ),
+            // ... another release never inherits that progress
+            (
+                installing_at(Progress { payload: 1, chunk: 32 }),
+                Event::InstallStarted {
+                    slot: b,
+                    booted: Slot::A,
+                    release: rel("3.0.0"),
+                },
+                S::Installing {
+                    slot: b,
+                    release: rel("3.0.0"),
+                    done: Progress::default(),
+                },
+                vec![
+                    A::InvalidateBoot(b),
+                    A::SetSlot {
+                        slot: b,
+                        status: SlotStatus::Installing,
+                        release: Some(rel("3.0.0")),
+                    },
+                ],
+            ),
             (
                 installing(),
-                start(b, Slot::A),
-                installing(),
-                vec![A::SetSlot {
-                    slot: b,
-                    status: SlotStatus::Installing,
-                    release: Some(rel("2.0.0")),
-                }],
+                Event::Progress(Progress { payload: 0, chunk: 8 }),
+                installing_at(Progress { payload: 0, chunk: 8 }),
+                vec![],
             ),
             (
                 installing(),
@@ -469,6 +674,7 @@ mod tests {
                 },
                 S::Idle,
                 vec![
+                    A::InvalidateBoot(b),
                     A::SetSlot {
                         slot: b,
                         status: SlotStatus::Bad,
@@ -542,7 +748,7 @@ mod tests {
                 Event::HealthFailed {
                     reason: "readyz".into(),
                 },
-                S::Idle,
+                pending(),
                 [
                     fail_back(
                         b,
@@ -555,6 +761,8 @@ mod tests {
                 ]
                 .concat(),
             ),
+            (pending(), Event::Booted { slot: Slot::A }, S::Idle, vec![]),
+            (pending(), Event::Booted { slot: b }, pending(), vec![]),
             (S::Idle, Event::Booted { slot: Slot::A }, S::Idle, vec![]),
             (S::Idle, Event::MarkGood, S::Idle, vec![]),
         ];
@@ -564,6 +772,10 @@ mod tests {
             assert_eq!(got_s, want_s, "{what}");
             assert_eq!(got_a, want_a, "{what}");
         }
+    }
+
+    fn b() -> Slot {
+        Slot::B
     }
 
     #[test]
@@ -581,6 +793,15 @@ mod tests {
             (installed(), start(Slot::B, Slot::A)),
             (trial(), start(Slot::A, Slot::B)),
             (trial(), Event::InstallFinished),
+            (S::Idle, Event::Progress(Progress::default())),
+            // the rollback window: nothing but the boot that carries it out
+            (pending(), start(b(), Slot::B)),
+            (pending(), start(Slot::A, Slot::B)),
+            (pending(), Event::Rollback),
+            (pending(), Event::MarkGood),
+            (pending(), Event::MarkBad),
+            (pending(), Event::HealthPassed),
+            (pending(), Event::InstallFinished),
         ];
         for (s, e) in table {
             let what = format!("{s} + {}", e.name());

@@ -1,24 +1,36 @@
-//! The persisted device state: a versioned record of the machine state, each
-//! slot's status and release, the anti-rollback floor, the last outcome and
-//! the resume point of an interrupted install. Its own serde types, separate
-//! from the core ones; encoding and decoding are pure (the file I/O is in
-//! `io::store`).
+//! The persisted device record: the machine state (with the resume point of
+//! an install inside it), each slot's status and release, the anti-rollback
+//! floor, the releases that failed here, the highest feed serial accepted per
+//! channel, the last outcome. One record, one writer (`update::engine`).
+//!
+//! It is kept as two copies, each a JSON envelope with a generation counter
+//! and the SHA-256 of its body: the writer always overwrites the older copy,
+//! the reader takes the newest intact one, so a torn or corrupt copy never
+//! loses the floor. Encoding, decoding and the choice between copies are pure;
+//! the file I/O is in `io::store`.
+//!
+//! Never does: files, clocks, threads, processes, network.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
-use super::machine::{Action, Outcome, Release, SlotStatus, State};
+use super::machine::{Action, Outcome, Progress, Release, SlotStatus, State};
 use crate::board::Slot;
 use crate::bundle::Sha256Digest;
 
-pub const RECORD_VERSION: u32 = 1;
+pub const RECORD_VERSION: u32 = 2;
+/// Releases remembered as failed on this device.
+pub const MAX_FAILED: usize = 16;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SlotInfo {
     pub status: SlotStatus,
     pub release: Option<Release>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Device {
     pub state: State,
     pub slots: [SlotInfo; 2],
@@ -28,8 +40,10 @@ pub struct Device {
     pub last_version: Option<semver::Version>,
     /// Kernel boot id at the last `Booted` event (one event per boot).
     pub boot_id: Option<String>,
-    /// Resume point of an install: (payload, chunk) fully written and synced.
-    pub resume: Option<(usize, usize)>,
+    /// Manifest digests of releases that failed here (health, boot), oldest first.
+    pub failed: Vec<Sha256Digest>,
+    /// Highest signed feed serial accepted, per channel (replay protection).
+    pub feeds: BTreeMap<String, u64>,
 }
 
 impl Default for Device {
@@ -45,28 +59,38 @@ impl Default for Device {
             last: None,
             last_version: None,
             boot_id: None,
-            resume: None,
+            failed: Vec::new(),
+            feeds: BTreeMap::new(),
         }
     }
 }
 
 impl Device {
+    /// A device without a record: the slot it booted is the good one.
+    pub fn first_boot(booted: Slot) -> Device {
+        let mut d = Device::default();
+        d.slots[booted.index()].status = SlotStatus::Good;
+        d
+    }
+
     /// Move to `next` after `actions`: keep the record (slot status, floor,
-    /// outcome and the release it concerns, resume point). The bootloader and
-    /// reboot actions are the edge's to carry out, before this.
+    /// outcome and the release it concerns, failed releases). The bootloader
+    /// and reboot actions are the edge's to carry out, before this.
     pub fn advance(&mut self, next: State, actions: &[Action]) {
-        let release = match &self.state {
-            State::Installing { release, .. }
-            | State::Installed { release, .. }
-            | State::Trial { release, .. } => Some(release.version.clone()),
-            State::Idle => None,
-        };
+        let release = self.state.release().cloned();
         self.record(actions);
-        if actions.iter().any(|a| matches!(a, Action::Report(_))) {
-            self.last_version = release;
-        }
-        if !matches!(next, State::Installing { .. }) {
-            self.resume = None;
+        for a in actions {
+            if let Action::Report(o) = a {
+                self.last_version = release.as_ref().map(|r| r.version.clone());
+                if let (true, Some(r)) = (o.release_failed(), &release) {
+                    if !self.failed.contains(&r.digest) {
+                        self.failed.push(r.digest);
+                    }
+                    if self.failed.len() > MAX_FAILED {
+                        self.failed.remove(0);
+                    }
+                }
+            }
         }
         self.state = next;
     }
@@ -100,24 +124,111 @@ impl Device {
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let r = Record::from(self);
+    /// Raise the feed serial seen on `channel` (never lowers it).
+    pub fn accept_feed(&mut self, channel: &str, serial: u64) {
+        let e = self.feeds.entry(channel.to_string()).or_insert(serial);
+        *e = (*e).max(serial);
+    }
+
+    /// One copy of the record: an envelope with `generation` and a checksum.
+    pub fn encode_copy(&self, generation: u64) -> Vec<u8> {
         // plain data with string keys: serialisation cannot fail
-        let mut v = serde_json::to_vec_pretty(&r).unwrap_or_default();
+        let body = serde_json::to_value(Record::from(self)).unwrap_or_default();
+        let sum = Sha256Digest(Sha256::digest(serde_json::to_vec(&body).unwrap_or_default()).into());
+        let env = serde_json::json!({
+            "format": RECORD_VERSION,
+            "generation": generation,
+            "sha256": sum.to_string(),
+            "record": body,
+        });
+        let mut v = serde_json::to_vec_pretty(&env).unwrap_or_default();
         v.push(b'\n');
         v
     }
 
-    pub fn decode(b: &[u8]) -> Result<Device, String> {
-        let r: Record = serde_json::from_slice(b).map_err(|e| e.to_string())?;
-        if r.format != RECORD_VERSION {
-            return Err(format!(
-                "state record version {} is not supported",
-                r.format
-            ));
+    /// Read one copy: its generation and the record. A format-1 record (one
+    /// plain copy, ferry 0.1) reads as generation 0; its resume point is
+    /// dropped, since it was not bound to a release.
+    pub fn decode_copy(b: &[u8]) -> Result<(u64, Device), String> {
+        let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| e.to_string())?;
+        match v.get("format").and_then(|f| f.as_u64()) {
+            Some(1) => {
+                let r: Record = serde_json::from_value(v).map_err(|e| e.to_string())?;
+                Ok((0, r.try_into()?))
+            }
+            Some(2) => {
+                let gen = v["generation"]
+                    .as_u64()
+                    .ok_or("record copy has no generation")?;
+                let body = &v["record"];
+                let sum = Sha256Digest(Sha256::digest(serde_json::to_vec(body).unwrap_or_default()).into());
+                if v["sha256"].as_str() != Some(sum.to_string().as_str()) {
+                    return Err("record copy checksum does not match (torn or corrupt)".into());
+                }
+                let r: Record = serde_json::from_value(body.clone()).map_err(|e| e.to_string())?;
+                Ok((gen, r.try_into()?))
+            }
+            Some(n) => Err(format!("state record version {n} is not supported")),
+            None => Err("not a ferry state record".into()),
         }
-        r.try_into()
     }
+}
+
+/// What reading both copies found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub device: Device,
+    pub generation: u64,
+    /// Copies that were present but unreadable (repaired by the next write).
+    pub damaged: Vec<(usize, String)>,
+}
+
+/// Choose between the copies (`None` = absent): the newest intact one.
+/// `Ok(None)` when there is no copy at all; an error naming both faults
+/// when copies exist and none is intact.
+pub fn pick(copies: [Option<&[u8]>; 2]) -> Result<Option<Loaded>, String> {
+    let mut best: Option<(u64, Device)> = None;
+    let mut damaged = Vec::new();
+    for (i, c) in copies.iter().enumerate() {
+        let Some(b) = c else { continue };
+        match Device::decode_copy(b) {
+            Ok((g, d)) => {
+                if best.as_ref().is_none_or(|(bg, _)| g > *bg) {
+                    best = Some((g, d));
+                }
+            }
+            Err(e) => damaged.push((i, e)),
+        }
+    }
+    match best {
+        Some((generation, device)) => Ok(Some(Loaded {
+            device,
+            generation,
+            damaged,
+        })),
+        None if damaged.is_empty() => Ok(None),
+        None => Err(damaged
+            .iter()
+            .map(|(i, e)| format!("copy {i}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
+/// The copy a write of `generation` goes to first: the older one.
+pub fn copy_for(generation: u64) -> usize {
+    (generation % 2) as usize
+}
+
+/// The copies a save writes, in order: both, the older one first, so a
+/// crash leaves the newest or the previous record in at least one copy and
+/// a later corruption of one copy loses nothing.
+pub fn write_order(generation: u64) -> Vec<usize> {
+    if super::mutant::active(super::mutant::Mutant::SingleRecord) {
+        return vec![0];
+    }
+    let first = copy_for(generation);
+    vec![first, 1 - first]
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,6 +251,9 @@ struct StateRec {
     slot: Option<Slot>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     release: Option<RelRec>,
+    /// Installing: the resume point (payload, chunk) of this release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    done: Option<(usize, usize)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -163,8 +277,10 @@ struct Record {
     last: Option<OutcomeRec>,
     #[serde(default)]
     boot_id: Option<String>,
-    #[serde(default)]
-    resume: Option<(usize, usize)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    failed: Vec<Sha256Digest>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    feeds: BTreeMap<String, u64>,
 }
 
 fn rel_rec(r: &Release) -> RelRec {
@@ -197,13 +313,29 @@ impl From<&Device> for Record {
                 name: "idle".into(),
                 slot: None,
                 release: None,
+                done: None,
             },
-            State::Installing { slot, release }
-            | State::Installed { slot, release }
-            | State::Trial { slot, release } => StateRec {
+            State::RebootPending { next } => StateRec {
+                name: d.state.name().into(),
+                slot: Some(*next),
+                release: None,
+                done: None,
+            },
+            State::Installing {
+                slot,
+                release,
+                done,
+            } => StateRec {
                 name: d.state.name().into(),
                 slot: Some(*slot),
                 release: Some(rel_rec(release)),
+                done: Some((done.payload, done.chunk)),
+            },
+            State::Installed { slot, release } | State::Trial { slot, release } => StateRec {
+                name: d.state.name().into(),
+                slot: Some(*slot),
+                release: Some(rel_rec(release)),
+                done: None,
             },
         };
         let slot = |i: usize| SlotRec {
@@ -225,7 +357,8 @@ impl From<&Device> for Record {
                 }
             }),
             boot_id: d.boot_id.clone(),
-            resume: d.resume,
+            failed: d.failed.clone(),
+            feeds: d.feeds.clone(),
         }
     }
 }
@@ -233,11 +366,18 @@ impl From<&Device> for Record {
 impl TryFrom<Record> for Device {
     type Error = String;
     fn try_from(r: Record) -> Result<Device, String> {
+        // format 1 kept no resume point bound to a release: start over
+        let done = |d: Option<(usize, usize)>| match (r.format, d) {
+            (2, Some((payload, chunk))) => Progress { payload, chunk },
+            _ => Progress::default(),
+        };
         let state = match (r.state.name.as_str(), r.state.slot, r.state.release) {
             ("idle", _, _) => State::Idle,
+            ("reboot-pending", Some(next), _) => State::RebootPending { next },
             ("installing", Some(slot), Some(re)) => State::Installing {
                 slot,
                 release: rel(re),
+                done: done(r.state.done),
             },
             ("installed", Some(slot), Some(re)) => State::Installed {
                 slot,
@@ -285,7 +425,8 @@ impl TryFrom<Record> for Device {
             last,
             last_version,
             boot_id: r.boot_id,
-            resume: r.resume,
+            failed: r.failed,
+            feeds: r.feeds,
         })
     }
 }
@@ -294,17 +435,25 @@ impl TryFrom<Record> for Device {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_every_state() {
-        let release = Release {
+    fn release() -> Release {
+        Release {
             version: semver::Version::new(2, 0, 0),
             digest: Sha256Digest::of(b"m"),
-        };
+        }
+    }
+
+    #[test]
+    fn round_trips_every_state() {
+        let release = release();
         for state in [
             State::Idle,
             State::Installing {
                 slot: Slot::B,
                 release: release.clone(),
+                done: Progress {
+                    payload: 1,
+                    chunk: 7,
+                },
             },
             State::Installed {
                 slot: Slot::A,
@@ -314,13 +463,16 @@ mod tests {
                 slot: Slot::B,
                 release: release.clone(),
             },
+            State::RebootPending { next: Slot::A },
         ] {
             let mut d = Device {
-                state,
-                resume: Some((1, 7)),
+                state: State::Trial {
+                    slot: Slot::B,
+                    release: release.clone(),
+                },
                 ..Default::default()
             };
-            let state = d.state.clone();
+            d.accept_feed("stable", 7);
             d.advance(
                 state,
                 &[
@@ -336,9 +488,43 @@ mod tests {
                     }),
                 ],
             );
-            assert_eq!(Device::decode(&d.encode()).unwrap(), d);
+            assert_eq!(d.failed, vec![release.digest]);
+            let (g, back) = Device::decode_copy(&d.encode_copy(9)).unwrap();
+            assert_eq!((g, back), (9, d));
         }
-        assert!(Device::decode(b"{\"format\":2}").is_err());
-        assert!(Device::decode(b"garbage").is_err());
+        assert!(Device::decode_copy(b"{\"format\":3}").is_err());
+        assert!(Device::decode_copy(b"garbage").is_err());
+    }
+
+    #[test]
+    fn newest_intact_copy_wins_and_damage_is_named() {
+        let mut d = Device::first_boot(Slot::A);
+        let old = d.encode_copy(4);
+        d.floor = Some(semver::Version::new(3, 0, 0));
+        let new = d.encode_copy(5);
+        let got = pick([Some(&old), Some(&new)]).unwrap().unwrap();
+        assert_eq!((got.generation, got.device.floor.clone()), (5, d.floor.clone()));
+        // one flipped byte in the newer copy: the older one is used, and named
+        let mut torn = new.clone();
+        let i = torn.len() / 2;
+        torn[i] ^= 0x20;
+        let got = pick([Some(&old), Some(&torn)]).unwrap().unwrap();
+        assert_eq!(got.generation, 4);
+        assert_eq!(got.damaged.len(), 1);
+        // a truncated copy likewise
+        let got = pick([Some(&new[..new.len() / 3]), Some(&old)]).unwrap().unwrap();
+        assert_eq!(got.generation, 4);
+        assert!(pick([Some(&torn), Some(b"x")]).is_err());
+        assert_eq!(pick([None, None]).unwrap(), None);
+        assert_ne!(copy_for(4), copy_for(5));
+    }
+
+    #[test]
+    fn format_1_records_migrate_without_their_resume_point() {
+        let v1 = br#"{"format":1,"state":{"name":"installing","slot":"b","release":{"version":"1.1.0","digest":"0000000000000000000000000000000000000000000000000000000000000000"}},"slots":[{"status":"good"},{"status":"installing"}],"floor":"1.0.0","resume":[1,32]}"#;
+        let (g, d) = Device::decode_copy(v1).unwrap();
+        assert_eq!(g, 0);
+        assert!(matches!(d.state, State::Installing { done, .. } if done == Progress::default()));
+        assert_eq!(d.floor, Some(semver::Version::new(1, 0, 0)));
     }
 }

@@ -223,7 +223,7 @@ fn provision_one_image_then_a_batch() {
     // the device record from image build is still there
     assert!(
         debugfs(&img, p.offset(), p.len(), "cat ferry/state.json", w.path())
-            .contains("\"format\": 1")
+            .contains("\"format\": 2")
     );
     // again: idempotent
     assert_eq!(

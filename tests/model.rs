@@ -237,7 +237,10 @@ impl RecordStore for Rec {
 impl Slots {
     fn check(&self, p: usize) -> Result<(), Error> {
         let s = self.sim.borrow();
-        if s.w.disk[self.slot.index()][p].iter().all(|c| *c == Some(self.id)) {
+        if s.w.disk[self.slot.index()][p]
+            .iter()
+            .all(|c| *c == Some(self.id))
+        {
             Ok(())
         } else {
             Err(Error::ReadBack {
@@ -313,6 +316,7 @@ enum Cmd {
 }
 
 #[derive(Clone, Debug)]
+#[allow(dead_code)] // the fields are read through Debug, in the reported sequence
 enum Op {
     /// A command, with the fault injected, and whether a reboot it asks
     /// for (or the power cut) happens.
@@ -414,7 +418,8 @@ fn run_cmd(w: &World, cmd: Cmd, fault: Fault) -> (World, bool, bool, u32) {
                     id,
                     payloads: candidate(id).payloads.len(),
                 };
-                e.install(&candidate(id), &layout(), &mut sw).map(|_| vec![])
+                e.install(&candidate(id), &layout(), &mut sw)
+                    .map(|_| vec![])
             }
             Cmd::CheckPass | Cmd::CheckFail => match e.dev.state {
                 State::Trial { .. } => e.apply(if matches!(cmd, Cmd::CheckPass) {
@@ -445,11 +450,7 @@ fn check(w: &World) -> Result<Option<u8>, String> {
     // the floor the device uses: the record's, or the copy kept in the env
     // when that is higher (`Engine::open`)
     let env_floor = env_read(&w.env).and_then(|e| e.floor);
-    let floor = loaded
-        .floor
-        .clone()
-        .max(env_floor)
-        .map(|v| v.major as u8);
+    let floor = loaded.floor.clone().max(env_floor).map(|v| v.major as u8);
     if floor < w.floor {
         return Err(format!(
             "the rollback floor went down from {:?} to {floor:?}",
@@ -698,12 +699,18 @@ fn starts() -> Vec<(World, Option<Rc<Path>>)> {
     let fresh = initial();
     let mut out = vec![(fresh.clone(), None)];
     let (mut w, _, _, _) = run_cmd(&fresh, Cmd::Install(2), Fault::None);
-    let mut p = Some(Rc::new(Path(Op::Run(Cmd::Install(2), Fault::None, false), None)));
+    let mut p = Some(Rc::new(Path(
+        Op::Run(Cmd::Install(2), Fault::None, false),
+        None,
+    )));
     boot(&mut w, false).expect("boots the new release");
     p = Some(Rc::new(Path(Op::Reboot, p)));
     out.push((w.clone(), p.clone()));
     let (w, _, _, _) = run_cmd(&w, Cmd::CheckPass, Fault::None);
-    p = Some(Rc::new(Path(Op::Run(Cmd::CheckPass, Fault::None, false), p)));
+    p = Some(Rc::new(Path(
+        Op::Run(Cmd::CheckPass, Fault::None, false),
+        p,
+    )));
     out.push((w, p));
     out
 }
@@ -780,7 +787,11 @@ fn every_reachable_state_boots_one_named_release() {
     if let Some(v) = r.violation {
         panic!("invariant violated: {v}");
     }
-    assert!(r.states > 1000, "the search reached only {} states", r.states);
+    assert!(
+        r.states > 1000,
+        "the search reached only {} states",
+        r.states
+    );
 }
 
 #[cfg(feature = "model-mutants")]
@@ -802,7 +813,11 @@ fn every_fix_is_needed() {
         set(None);
         println!(
             "mutant {m:?}: {} after {} states, {:.1} s{}",
-            if r.violation.is_some() { "caught" } else { "MISSED" },
+            if r.violation.is_some() {
+                "caught"
+            } else {
+                "MISSED"
+            },
             r.states,
             t.elapsed().as_secs_f64(),
             r.violation

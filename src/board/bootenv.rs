@@ -124,7 +124,8 @@ impl BootState {
         st.floor = match v.get("FERRY_FLOOR").map(|s| s.trim()) {
             None | Some("") => None,
             Some(f) => Some(
-                semver::Version::parse(f).map_err(|_| format!("FERRY_FLOOR={f:?} is not a version"))?,
+                semver::Version::parse(f)
+                    .map_err(|_| format!("FERRY_FLOOR={f:?} is not a version"))?,
             ),
         };
         Ok(st)

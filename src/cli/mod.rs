@@ -108,6 +108,15 @@ enum Cmd {
     MarkBad,
     /// Abandon the pending or trial update and go back to the committed slot.
     Rollback,
+    /// Rebuild a device record whose both copies are damaged: the booted
+    /// slot becomes the committed one, the other is left out of the boot
+    /// order until an install rewrites it, and the rollback floor is kept
+    /// from the bootloader env (or raised to --floor).
+    RecoverState {
+        /// A floor to keep at least (e.g. the fleet's current version).
+        #[arg(long)]
+        floor: Option<semver::Version>,
+    },
     /// Run the whole update flow on a disk image in a temp dir (no hardware).
     #[cfg(feature = "host")]
     Demo {
@@ -421,6 +430,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
         Cmd::Rollback => {
             slots::event(&cli.config, crate::update::machine::Event::Rollback).map(|_| 0)
         }
+        Cmd::RecoverState { floor } => slots::recover(&cli.config, floor).map(|_| 0),
         #[cfg(feature = "host")]
         Cmd::Demo { dir } => demo::run(dir).map(|_| 0),
         #[cfg(feature = "host")]

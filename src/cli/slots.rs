@@ -247,3 +247,40 @@ pub fn ctl(config: &Path, cmd: &str, url: Option<String>) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// `ferry recover-state`: a new record from what survives outside it.
+pub fn recover(config: &Path, floor: Option<semver::Version>) -> Result<(), Error> {
+    use crate::update::engine::{BootEnv as _, RecordStore as _};
+    let cfg = Config::load(config)?;
+    let (board, _) = crate::board::Board::load(&cfg.board)?;
+    let disk = crate::io::disk::Disk::open(&cfg.disk, true)?;
+    let mut env = crate::board::backend::for_board(&board, &disk);
+    let mut store = crate::io::store::Store::open(&cfg.state_dir)?;
+    if let Ok(Some(_)) = store.load() {
+        return Err(Error::InvalidTransition {
+            state: "a readable device record".into(),
+            event: "recover-state".into(),
+        });
+    }
+    let cmdline = std::fs::read_to_string(&cfg.cmdline)
+        .map_err(|e| Error::io("read kernel command line", &cfg.cmdline, e))?;
+    let booted = crate::io::config::slot_from_cmdline(&cmdline)
+        .ok_or_else(|| Error::Usage(format!("{} has no ferry.slot=a|b", cfg.cmdline.display())))?;
+    let env_floor = env.load()?.and_then(|st| st.floor);
+    let mut dev = crate::update::persist::Device::first_boot(booted);
+    dev.slots[booted.other().index()].status = crate::update::machine::SlotStatus::Bad;
+    dev.floor = env_floor.clone().max(floor);
+    store.save(&dev)?;
+    println!(
+        "device record rebuilt: slot {booted} committed, slot {} to be reinstalled, rollback floor {}",
+        booted.other(),
+        dev.floor
+            .as_ref()
+            .map(|f| f.to_string())
+            .unwrap_or_else(|| "none (give --floor)".into())
+    );
+    // the next writer reconciles the env with this record
+    drop(store);
+    crate::io::node::Node::open(cfg, true)?;
+    Ok(())
+}

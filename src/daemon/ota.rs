@@ -119,6 +119,9 @@ impl BundleSource for HttpSource<'_> {
     fn expect_eof(&self) -> bool {
         false
     }
+    fn transient(&self, e: &Error) -> bool {
+        e.is_transient()
+    }
     fn retry(&self) -> (u32, Duration) {
         (self.f.attempts.max(1), self.f.backoff)
     }

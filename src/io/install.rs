@@ -270,6 +270,12 @@ pub trait BundleSource {
     /// Whether the bundle must end with its last payload (a regular file)
     /// or may be followed by other bytes (a block device).
     fn expect_eof(&self) -> bool;
+    /// Whether a fault while reading it may heal on a later attempt (a
+    /// network); a file's faults are final.
+    fn transient(&self, e: &Error) -> bool {
+        let _ = e;
+        false
+    }
     /// How many attempts a transient fault gets, and the first back-off.
     fn retry(&self) -> (u32, std::time::Duration) {
         (1, std::time::Duration::ZERO)
@@ -334,7 +340,12 @@ impl StreamWriter<'_> {
             Some(r) if *pos == Position::default() => r,
             _ => self.src.open_at(chunk_offset(self.bundle, *pos))?,
         };
-        info!(attempt, payload = pos.payload, chunk = pos.chunk, "streaming payloads");
+        info!(
+            attempt,
+            payload = pos.payload,
+            chunk = pos.chunk,
+            "streaming payloads"
+        );
         let mut on_durable = |payload: usize, chunk: usize| durable(Progress { payload, chunk });
         let progress = &mut self.progress;
         let mut sink = SlotSink::new(self.disk, self.board, self.slot);
@@ -368,7 +379,7 @@ impl SlotWriter for StreamWriter<'_> {
             let r = self.attempt(&mut pos, attempt, durable);
             match r {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_transient() && attempt < attempts => {
+                Err(e) if self.src.transient(&e) && attempt < attempts => {
                     tracing::warn!(attempt, error = %e, delay_ms = delay.as_millis() as u64, "bundle source interrupted; will resume");
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(std::time::Duration::from_secs(60));
@@ -403,6 +414,10 @@ impl SlotWriter for StreamWriter<'_> {
         info!(payload = %p.name, partition = %part.name, "payload from an earlier run read back");
         Ok(())
     }
+
+    fn resumable(&self, e: &Error) -> bool {
+        self.src.transient(e)
+    }
 }
 
 /// Open a bundle's header from `src`, verifying its signatures (and its
@@ -431,7 +446,7 @@ fn open_verified(
                 }
                 return Ok((b, rd));
             }
-            Err(e) if e.is_transient() && attempt < attempts => {
+            Err(e) if src.transient(&e) && attempt < attempts => {
                 tracing::warn!(attempt, error = %e, "bundle header interrupted; will retry");
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(std::time::Duration::from_secs(60));

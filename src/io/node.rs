@@ -40,9 +40,21 @@ impl Node {
             .ok();
         let attempts = board.bootloader.attempts;
         let eng = if writable {
-            Engine::open(boot, Store::open(&cfg.state_dir)?, booted, boot_id, attempts)?
+            Engine::open(
+                boot,
+                Store::open(&cfg.state_dir)?,
+                booted,
+                boot_id,
+                attempts,
+            )?
         } else {
-            Engine::view(Store::open_readonly(&cfg.state_dir), boot, booted, boot_id, attempts)?
+            Engine::view(
+                Store::open_readonly(&cfg.state_dir),
+                boot,
+                booted,
+                boot_id,
+                attempts,
+            )?
         };
         Ok(Node {
             cfg,

@@ -61,6 +61,11 @@ pub trait SlotWriter {
     /// Read payload `index` back in full and check it against its signed
     /// installed digest (for payloads a previous run wrote).
     fn verify(&mut self, index: usize) -> Result<(), Error>;
+    /// Whether an error of `write` leaves the install resumable (the source
+    /// may deliver whole bytes later: a network) or is final (a damaged file).
+    fn resumable(&self, e: &Error) -> bool {
+        e.is_transient()
+    }
 }
 
 /// What an install did.
@@ -131,10 +136,18 @@ impl<E: BootEnv, R: RecordStore> Engine<E, R> {
 
     /// A read-only view (status): the record as the next writer will see it
     /// after this boot's event, without writing anything.
-    pub fn view(mut store: R, env: E, booted: Slot, boot_id: Option<String>, attempts: u32) -> Result<Self, Error> {
+    pub fn view(
+        mut store: R,
+        env: E,
+        booted: Slot,
+        boot_id: Option<String>,
+        attempts: u32,
+    ) -> Result<Self, Error> {
         let mut dev = store.load()?.unwrap_or_else(|| Device::first_boot(booted));
         if boot_id.is_some() && boot_id != dev.boot_id {
-            if let Ok((next, acts)) = machine::step(dev.state.clone(), Event::Booted { slot: booted }) {
+            if let Ok((next, acts)) =
+                machine::step(dev.state.clone(), Event::Booted { slot: booted })
+            {
                 dev.boot_id = boot_id;
                 dev.advance(next, &acts);
             }
@@ -212,7 +225,10 @@ impl<E: BootEnv, R: RecordStore> Engine<E, R> {
 
     /// Make the env agree with the record and the booted slot.
     pub fn reconcile(&mut self) -> Result<(), Error> {
-        if active(Mutant::ArmingWindow) || active(Mutant::EnvDefault) {
+        if active(Mutant::ArmingWindow)
+            || active(Mutant::EnvDefault)
+            || active(Mutant::RollbackWindow)
+        {
             return Ok(());
         }
         let found = self.env.load()?;
@@ -289,7 +305,7 @@ impl<E: BootEnv, R: RecordStore> Engine<E, R> {
                 })
             }
             // resumable: the slot is out of the boot order, the record says where
-            Err(e) if e.is_transient() => Err(e),
+            Err(e) if w.resumable(&e) => Err(e),
             Err(e) => {
                 if let Err(e2) = self.apply(Event::InstallFailed {
                     reason: e.to_string(),
@@ -301,7 +317,12 @@ impl<E: BootEnv, R: RecordStore> Engine<E, R> {
         }
     }
 
-    fn write_and_verify(&mut self, w: &mut dyn SlotWriter, from: Progress, n: usize) -> Result<(), Error> {
+    fn write_and_verify(
+        &mut self,
+        w: &mut dyn SlotWriter,
+        from: Progress,
+        n: usize,
+    ) -> Result<(), Error> {
         let mut durable = |p: Progress| self.apply(Event::Progress(p)).map(|_| ());
         w.write(from, &mut durable)?;
         // what earlier runs wrote is checked now, whatever was resumed
@@ -363,7 +384,9 @@ pub fn expected(dev: &Device, booted: Slot, attempts: u32) -> Result<BootState, 
             st.left[slot.index()] = attempts;
         }
         State::Trial { slot, .. } if *slot != booted => {
-            return Err(format!("on trial in slot {slot}, booted from slot {booted}"))
+            return Err(format!(
+                "on trial in slot {slot}, booted from slot {booted}"
+            ))
         }
         State::Trial { slot, .. } => {
             st.order.push(*slot);

@@ -251,14 +251,6 @@ pub enum Outcome {
     },
 }
 
-impl Outcome {
-    /// Whether the release itself failed on this device (not the storage or
-    /// the network): it is not installed again.
-    pub fn release_failed(&self) -> bool {
-        matches!(self, Outcome::RolledBack { .. } | Outcome::BootFailed { .. })
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidTransition {
     pub state: String,
@@ -351,10 +343,7 @@ pub fn step(state: State, event: Event) -> Step {
             }
             Ok((st, acts))
         }
-        (
-            S::Installing { slot, release, .. },
-            Event::Progress(done),
-        ) => Ok((
+        (S::Installing { slot, release, .. }, Event::Progress(done)) => Ok((
             S::Installing {
                 slot,
                 release,
@@ -485,7 +474,10 @@ pub fn step(state: State, event: Event) -> Step {
             vec![A::InvalidateBoot(slot), A::Reboot],
         )),
         (
-            s @ (S::Installing { .. } | S::Installed { .. } | S::Trial { .. } | S::RebootPending { .. }),
+            s @ (S::Installing { .. }
+            | S::Installed { .. }
+            | S::Trial { .. }
+            | S::RebootPending { .. }),
             e @ Event::StrayBoot { .. },
         ) => Err(invalid(&s, &e)),
         (
@@ -614,9 +606,15 @@ mod tests {
             ),
             // the same release resumes where it got to ...
             (
-                installing_at(Progress { payload: 1, chunk: 32 }),
+                installing_at(Progress {
+                    payload: 1,
+                    chunk: 32,
+                }),
                 start(b, Slot::A),
-                installing_at(Progress { payload: 1, chunk: 32 }),
+                installing_at(Progress {
+                    payload: 1,
+                    chunk: 32,
+                }),
                 vec![
                     A::InvalidateBoot(b),
                     A::SetSlot {
@@ -628,7 +626,10 @@ mod tests {
             ),
             // ... another release never inherits that progress
             (
-                installing_at(Progress { payload: 1, chunk: 32 }),
+                installing_at(Progress {
+                    payload: 1,
+                    chunk: 32,
+                }),
                 Event::InstallStarted {
                     slot: b,
                     booted: Slot::A,
@@ -650,8 +651,14 @@ mod tests {
             ),
             (
                 installing(),
-                Event::Progress(Progress { payload: 0, chunk: 8 }),
-                installing_at(Progress { payload: 0, chunk: 8 }),
+                Event::Progress(Progress {
+                    payload: 0,
+                    chunk: 8,
+                }),
+                installing_at(Progress {
+                    payload: 0,
+                    chunk: 8,
+                }),
                 vec![],
             ),
             (

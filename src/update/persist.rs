@@ -78,11 +78,19 @@ impl Device {
     /// and reboot actions are the edge's to carry out, before this.
     pub fn advance(&mut self, next: State, actions: &[Action]) {
         let release = self.state.release().cloned();
+        // a trial that failed its health gate, or a slot the bootloader gave
+        // up on: the release itself failed here (a cancelled install did not)
+        let tried = matches!(self.state, State::Trial { .. });
         self.record(actions);
         for a in actions {
             if let Action::Report(o) = a {
                 self.last_version = release.as_ref().map(|r| r.version.clone());
-                if let (true, Some(r)) = (o.release_failed(), &release) {
+                let failed = match o {
+                    Outcome::RolledBack { .. } => tried,
+                    Outcome::BootFailed { .. } => true,
+                    _ => false,
+                };
+                if let (true, Some(r)) = (failed, &release) {
                     if !self.failed.contains(&r.digest) {
                         self.failed.push(r.digest);
                     }
@@ -134,7 +142,8 @@ impl Device {
     pub fn encode_copy(&self, generation: u64) -> Vec<u8> {
         // plain data with string keys: serialisation cannot fail
         let body = serde_json::to_value(Record::from(self)).unwrap_or_default();
-        let sum = Sha256Digest(Sha256::digest(serde_json::to_vec(&body).unwrap_or_default()).into());
+        let sum =
+            Sha256Digest(Sha256::digest(serde_json::to_vec(&body).unwrap_or_default()).into());
         let env = serde_json::json!({
             "format": RECORD_VERSION,
             "generation": generation,
@@ -161,7 +170,9 @@ impl Device {
                     .as_u64()
                     .ok_or("record copy has no generation")?;
                 let body = &v["record"];
-                let sum = Sha256Digest(Sha256::digest(serde_json::to_vec(body).unwrap_or_default()).into());
+                let sum = Sha256Digest(
+                    Sha256::digest(serde_json::to_vec(body).unwrap_or_default()).into(),
+                );
                 if v["sha256"].as_str() != Some(sum.to_string().as_str()) {
                     return Err("record copy checksum does not match (torn or corrupt)".into());
                 }
@@ -503,7 +514,10 @@ mod tests {
         d.floor = Some(semver::Version::new(3, 0, 0));
         let new = d.encode_copy(5);
         let got = pick([Some(&old), Some(&new)]).unwrap().unwrap();
-        assert_eq!((got.generation, got.device.floor.clone()), (5, d.floor.clone()));
+        assert_eq!(
+            (got.generation, got.device.floor.clone()),
+            (5, d.floor.clone())
+        );
         // one flipped byte in the newer copy: the older one is used, and named
         let mut torn = new.clone();
         let i = torn.len() / 2;
@@ -512,7 +526,9 @@ mod tests {
         assert_eq!(got.generation, 4);
         assert_eq!(got.damaged.len(), 1);
         // a truncated copy likewise
-        let got = pick([Some(&new[..new.len() / 3]), Some(&old)]).unwrap().unwrap();
+        let got = pick([Some(&new[..new.len() / 3]), Some(&old)])
+            .unwrap()
+            .unwrap();
         assert_eq!(got.generation, 4);
         assert!(pick([Some(&torn), Some(b"x")]).is_err());
         assert_eq!(pick([None, None]).unwrap(), None);

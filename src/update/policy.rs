@@ -66,7 +66,12 @@ impl SlotLayout {
 /// board, below the rollback floor, too new for what runs, a release that
 /// already failed here, or one that does not fill every partition of the
 /// slot (a slot must never hold two releases).
-pub fn check(c: &Candidate, layout: &SlotLayout, dev: &Device, booted: Slot) -> Result<(), PolicyError> {
+pub fn check(
+    c: &Candidate,
+    layout: &SlotLayout,
+    dev: &Device,
+    booted: Slot,
+) -> Result<(), PolicyError> {
     if c.compatible != layout.compatible {
         return Err(PolicyError::WrongBoard {
             bundle: c.compatible.clone(),
@@ -81,7 +86,10 @@ pub fn check(c: &Candidate, layout: &SlotLayout, dev: &Device, booted: Slot) -> 
             });
         }
     }
-    let installed = dev.slots[booted.index()].release.as_ref().map(|r| &r.version);
+    let installed = dev.slots[booted.index()]
+        .release
+        .as_ref()
+        .map(|r| &r.version);
     if let (Some(req), Some(cur)) = (&c.min_installed_version, installed) {
         if cur < req {
             return Err(PolicyError::TooOld {
@@ -157,7 +165,10 @@ mod tests {
     fn refusals_name_the_cause() {
         let mut dev = Device::first_boot(Slot::A);
         let all = ["kernel", "rootfs"];
-        assert_eq!(check(&cand("2.0.0", &all), &layout(), &dev, Slot::A), Ok(()));
+        assert_eq!(
+            check(&cand("2.0.0", &all), &layout(), &dev, Slot::A),
+            Ok(())
+        );
         assert_eq!(
             check(&cand("2.0.0", &["kernel"]), &layout(), &dev, Slot::A),
             Err(PolicyError::Incomplete {
@@ -165,7 +176,12 @@ mod tests {
             })
         );
         assert!(matches!(
-            check(&cand("2.0.0", &["kernel", "rootfs", "k3s"]), &layout(), &dev, Slot::A),
+            check(
+                &cand("2.0.0", &["kernel", "rootfs", "k3s"]),
+                &layout(),
+                &dev,
+                Slot::A
+            ),
             Err(PolicyError::MissingTarget { .. })
         ));
         dev.floor = Some(semver::Version::new(3, 0, 0));

@@ -95,7 +95,7 @@ impl RecordStore for Store {
             Ok(None) => Ok(None),
             Err(why) => Err(Error::State(format!(
                 "both copies of the device record in {} are damaged ({why}); nothing was changed: \
-                 run `ferry state recover` to rebuild it from the bootloader environment (keeps the rollback floor)",
+                 run `ferry recover-state` to rebuild it from the bootloader environment (keeps the rollback floor)",
                 self.dir.display()
             ))),
         }

@@ -5,9 +5,9 @@
 mod common;
 use common::*;
 
-use ferry::board::backend::for_board;
 use ferry::board::bootenv::BootState;
 use ferry::board::{gpt, Board, Slot};
+use ferry::io::bootctl::for_board;
 use ferry::io::disk::Disk;
 use std::process::Command;
 
@@ -181,7 +181,7 @@ fn file_env_written_by_fw_setenv_is_read_by_ferry() {
 fn boot_script_compiles_like_mkimage() {
     // dumpimage (u-boot-tools) accepts ferry's boot.scr and extracts the source
     let d = tempfile::tempdir().unwrap();
-    let (_, files) = Board::load("qemu-aarch64-virt").unwrap();
+    let (_, files) = ferry::io::boardfile::load("qemu-aarch64-virt").unwrap();
     let src = &files.iter().find(|(n, _)| n == "boot.cmd").unwrap().1;
     let scr = ferry::board::script::compile(src, "ferry test", 0);
     std::fs::write(d.path().join("boot.scr"), &scr).unwrap();

@@ -60,11 +60,19 @@ fn rollback_window_refuses_everything_until_the_reboot() {
         vec!["mark-bad"],
     ] {
         let o = dev.run(&args);
-        assert_eq!(o.code, 54, "{args:?} was accepted: {}{}", o.stdout, o.stderr);
+        assert_eq!(
+            o.code, 54,
+            "{args:?} was accepted: {}{}",
+            o.stdout, o.stderr
+        );
         assert!(o.stderr.contains("reboot first"), "{args:?}: {}", o.stderr);
         assert_eq!(dev.fw_printenv(), env, "{args:?} changed the boot env");
     }
-    assert_eq!(dev.partition_digest("rootfs_a"), a, "the good slot was touched");
+    assert_eq!(
+        dev.partition_digest("rootfs_a"),
+        a,
+        "the good slot was touched"
+    );
     // the reboot happens: A runs, and the failed release is not taken again
     dev.boot("a", "boot-3");
     assert_eq!(dev.status()["state"], "idle");
@@ -77,7 +85,11 @@ fn rollback_window_refuses_everything_until_the_reboot() {
 }
 
 /// The number of the first durable write after which `pred` holds.
-fn first_cut(dev_fn: impl Fn() -> Device, bundle: &dyn Fn(&Device) -> std::path::PathBuf, pred: impl Fn(&Device) -> bool) -> (Device, usize) {
+fn first_cut(
+    dev_fn: impl Fn() -> Device,
+    bundle: &dyn Fn(&Device) -> std::path::PathBuf,
+    pred: impl Fn(&Device) -> bool,
+) -> (Device, usize) {
     for n in 1..400 {
         let dev = dev_fn();
         let b = bundle(&dev);
@@ -101,7 +113,11 @@ fn another_release_never_inherits_a_resume_point() {
     let (dev, _) = first_cut(
         Device::new,
         &|d: &Device| d.bundle("1.1.0", 6, "v2.ferry", &["--chunk-size", "65536"]),
-        |d| d.status()["resume"]["payload"].as_u64().is_some_and(|p| p >= 1),
+        |d| {
+            d.status()["resume"]["payload"]
+                .as_u64()
+                .is_some_and(|p| p >= 1)
+        },
     );
     let v3 = dev.bundle("1.2.0", 7, "v3.ferry", &["--chunk-size", "65536"]);
     let o = dev.run_env(
@@ -112,7 +128,11 @@ fn another_release_never_inherits_a_resume_point() {
     let o = dev.run(&["install", "--no-reboot", s(&v3)]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(!o.stdout.contains("resumed at"), "{}", o.stdout);
-    for (part, file) in [("kernel_b", "kernel-7"), ("rootfs_b", "rootfs-7"), ("k3s_b", "k3s-7")] {
+    for (part, file) in [
+        ("kernel_b", "kernel-7"),
+        ("rootfs_b", "rootfs-7"),
+        ("k3s_b", "k3s-7"),
+    ] {
         assert!(dev.holds(part, file), "{part} does not hold 1.2.0");
     }
     assert_eq!(dev.status()["slots"]["b"]["version"], "1.2.0");
@@ -140,9 +160,15 @@ fn an_armed_env_never_survives_the_next_install() {
     );
     assert!(o.stderr.contains("simulated power cut"), "{}", o.stderr);
     let env = dev.fw_printenv();
-    assert!(env.contains("BOOT_ORDER=A\n"), "B still bootable after the cut: {env}");
+    assert!(
+        env.contains("BOOT_ORDER=A\n"),
+        "B still bootable after the cut: {env}"
+    );
     // a clean failure (EIO on the slot) leaves it out too, and says so
-    let o = dev.run_env(&["install", "--no-reboot", s(&v3)], &[("FERRY_EIO_AT", "3")]);
+    let o = dev.run_env(
+        &["install", "--no-reboot", s(&v3)],
+        &[("FERRY_EIO_AT", "3")],
+    );
     assert_eq!(o.code, 42, "{}", o.stderr);
     let st = dev.status();
     assert_eq!(st["slots"]["b"]["status"], "bad");
@@ -187,8 +213,19 @@ fn a_bundle_must_fill_the_whole_slot() {
     std::fs::write(dev.path("k"), payload(5, 5000)).unwrap();
     let b = dev.path("partial.ferry");
     ok(&[
-        "bundle", "create", "-q", "--board", "qemu-aarch64-virt", "--version", "2.0.0",
-        "--kernel", s(&dev.path("k")), "--key", s(&dev.path("dev.key")), "-o", s(&b),
+        "bundle",
+        "create",
+        "-q",
+        "--board",
+        "qemu-aarch64-virt",
+        "--version",
+        "2.0.0",
+        "--kernel",
+        s(&dev.path("k")),
+        "--key",
+        s(&dev.path("dev.key")),
+        "-o",
+        s(&b),
     ]);
     let env = dev.fw_printenv();
     let o = dev.run(&["install", s(&b)]);
@@ -215,7 +252,9 @@ fn a_damaged_record_copy_loses_nothing_and_both_have_a_way_out() {
     assert_eq!(st["slots"]["b"]["status"], "good");
     // a writer repairs it
     assert_eq!(dev.run(&["mark-good"]).code, 0);
-    assert!(std::fs::read_to_string(&primary).unwrap().contains("\"record\""));
+    assert!(std::fs::read_to_string(&primary)
+        .unwrap()
+        .contains("\"record\""));
     // both copies damaged: every command refuses, naming the way out
     std::fs::write(&primary, b"garbage").unwrap();
     std::fs::write(dev.path("state/state.1.json"), b"").unwrap();

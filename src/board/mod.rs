@@ -3,7 +3,6 @@
 //! its parameters. Parsing is pure; the shipped board files are embedded in
 //! the binary so a device or a fresh host needs nothing else.
 
-pub mod backend;
 pub mod bootenv;
 pub mod gpt;
 pub mod grubenv;
@@ -12,7 +11,6 @@ pub mod script;
 pub mod ubootenv;
 
 use std::fmt;
-use std::path::Path;
 
 use serde::Deserialize;
 
@@ -216,38 +214,14 @@ impl Board {
         Ok(b)
     }
 
-    /// A board by name (embedded) or by path to a `.toml` file.
-    pub fn load(name_or_path: &str) -> Result<(Board, Vec<(String, String)>), Error> {
-        if let Some((_, text, files)) = BUILTIN.iter().find(|(n, _, _)| *n == name_or_path) {
-            let files = files
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            return Ok((Board::parse(text, name_or_path)?, files));
-        }
-        let p = Path::new(name_or_path);
-        let text = std::fs::read_to_string(p).map_err(|e| Error::io("read board", p, e))?;
-        let b = Board::parse(&text, name_or_path)?;
-        let mut files = Vec::new();
-        if let (Some(script), Some(dir)) = (&b.bootloader.script, p.parent()) {
-            // board/<name>/boot.cmd as shipped, else next to the board file
-            let candidates = [dir.join(&b.name).join(script), dir.join(script)];
-            let found = candidates
-                .iter()
-                .find(|c| c.is_file())
-                .ok_or_else(|| Error::Config {
-                    path: p.into(),
-                    detail: format!(
-                        "boot script {script} not found at {} or {}",
-                        candidates[0].display(),
-                        candidates[1].display()
-                    ),
-                })?;
-            let s = std::fs::read_to_string(found)
-                .map_err(|e| Error::io("read boot script", found, e))?;
-            files.push((script.clone(), s));
-        }
-        Ok((b, files))
+    /// A board shipped in the binary, by name, with its files (boot script).
+    pub fn builtin(name: &str) -> Option<Result<(Board, Vec<(String, String)>), Error>> {
+        let (_, text, files) = BUILTIN.iter().find(|(n, _, _)| *n == name)?;
+        let files = files
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(Board::parse(text, name).map(|b| (b, files)))
     }
 
     fn validate(&self, origin: &str) -> Result<(), Error> {
@@ -397,7 +371,7 @@ mod tests {
     #[test]
     fn builtin_boards_parse() {
         for (name, _, _) in BUILTIN {
-            let (b, _) = Board::load(name).unwrap();
+            let (b, _) = crate::io::boardfile::load(name).unwrap();
             assert_eq!(&b.name, name);
             let layout = b.layout();
             assert_eq!(layout.len(), b.partitions.len());

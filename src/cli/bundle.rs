@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use crate::bundle::format::hex;
 use crate::bundle::reader::{self, DigestSink};
-use crate::bundle::Keyring;
 use crate::error::Error;
 
 fn open_file(path: &Path) -> Result<BufReader<File>, Error> {
@@ -21,7 +20,7 @@ pub fn verify(
     threshold: usize,
     quiet: bool,
 ) -> Result<(), Error> {
-    let ring = Keyring::load(keys, keyrings, threshold)?;
+    let ring = crate::io::keyfiles::load_keyring(keys, keyrings, threshold)?;
     let mut sink = DigestSink::default();
     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let bar = super::progress::bar(len, "verify", quiet);
@@ -118,7 +117,7 @@ pub fn create(a: CreateArgs, quiet: bool) -> Result<(), Error> {
     let keys = a
         .keys
         .iter()
-        .map(|k| crate::bundle::keys::read_secret(k))
+        .map(|k| crate::io::keyfiles::read_secret(k))
         .collect::<Result<Vec<_>, _>>()?;
     let total: u64 = a
         .payloads

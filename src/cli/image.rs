@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::board::Board;
-use crate::bundle::Keyring;
 use crate::error::Error;
 
 #[allow(clippy::too_many_arguments)]
@@ -17,8 +15,8 @@ pub fn build(
     state_dir: Option<&Path>,
     quiet: bool,
 ) -> Result<(), Error> {
-    let (b, files) = Board::load(board)?;
-    let keyring = Keyring::load(keys, rings, threshold)?;
+    let (b, files) = crate::io::boardfile::load(board)?;
+    let keyring = crate::io::keyfiles::load_keyring(keys, rings, threshold)?;
     let total = std::fs::metadata(bundle).map(|m| m.len()).unwrap_or(0);
     let bar = super::progress::bar(total, "image", quiet);
     let progress: Option<Box<dyn FnMut(u64)>> = bar

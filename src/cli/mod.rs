@@ -340,7 +340,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             replace,
             output,
         }) => {
-            let k = crate::bundle::keys::read_secret(&key)?;
+            let k = crate::io::keyfiles::read_secret(&key)?;
             let out = output.unwrap_or_else(|| file.clone());
             let n = crate::bundle::writer::sign(&file, &k, replace, &out)?;
             println!("{}: {n} signature(s)", out.display());
@@ -395,7 +395,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
         }) => {
             let keys = keys
                 .iter()
-                .map(|k| crate::bundle::keys::read_secret(k))
+                .map(|k| crate::io::keyfiles::read_secret(k))
                 .collect::<Result<Vec<_>, _>>()?;
             let now = now.unwrap_or_else(|| {
                 std::time::SystemTime::now()

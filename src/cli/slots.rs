@@ -13,7 +13,7 @@ use crate::update::machine::Event;
 use crate::update::persist::outcome_parts;
 
 fn keyring(cfg: &Config) -> Result<Keyring, Error> {
-    Keyring::load(&[] as &[&Path], &[&cfg.keyring], cfg.threshold)
+    crate::io::keyfiles::load_keyring(&[] as &[&Path], &[&cfg.keyring], cfg.threshold)
 }
 
 pub fn status(config: &Path, json: bool) -> Result<(), Error> {
@@ -252,9 +252,9 @@ pub fn ctl(config: &Path, cmd: &str, url: Option<String>) -> Result<(), Error> {
 pub fn recover(config: &Path, floor: Option<semver::Version>) -> Result<(), Error> {
     use crate::update::engine::{BootEnv as _, RecordStore as _};
     let cfg = Config::load(config)?;
-    let (board, _) = crate::board::Board::load(&cfg.board)?;
+    let (board, _) = crate::io::boardfile::load(&cfg.board)?;
     let disk = crate::io::disk::Disk::open(&cfg.disk, true)?;
-    let mut env = crate::board::backend::for_board(&board, &disk);
+    let mut env = crate::io::bootctl::for_board(&board, &disk);
     let mut store = crate::io::store::Store::open(&cfg.state_dir)?;
     if let Ok(Some(_)) = store.load() {
         return Err(Error::InvalidTransition {

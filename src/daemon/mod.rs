@@ -6,6 +6,7 @@
 //! The loop is synchronous; a one-worker tokio runtime serves HTTP.
 
 pub mod control;
+pub mod health;
 pub mod ota;
 pub mod window;
 
@@ -18,12 +19,13 @@ use tracing::{error, info, warn};
 use crate::bundle::Keyring;
 use crate::error::Error;
 use crate::feed;
-use crate::health::{run_round, Gate, Verdict};
+use crate::health::{Gate, Verdict};
 use crate::io::config::{Config, FeedConfig};
 use crate::io::node::Node;
 use crate::net::http::{Client, TlsOptions};
 use crate::net::url::Url;
 use crate::update::machine::{Event, State};
+use health::run_round;
 
 #[derive(Default)]
 pub struct Wake {
@@ -107,7 +109,11 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("start runtime", "tokio", e))?;
-    let keyring = Keyring::load(&[] as &[&std::path::Path], &[&cfg.keyring], cfg.threshold)?;
+    let keyring = crate::io::keyfiles::load_keyring(
+        &[] as &[&std::path::Path],
+        &[&cfg.keyring],
+        cfg.threshold,
+    )?;
     let shared = Arc::new(Shared::default());
     if let Some(w) = &cfg.daemon.watchdog {
         start_watchdog(w);
@@ -416,7 +422,8 @@ pub fn gate(
     };
     let h = node.cfg.health.clone();
     info!(slot = %slot, version = %release.version, commands = h.commands.len(), "health checks started");
-    let mut g = Gate::new(h.passes, Duration::from_secs(h.deadline_s), Instant::now());
+    let t0 = Instant::now();
+    let mut g = Gate::new(h.passes, Duration::from_secs(h.deadline_s), t0.elapsed());
     loop {
         let mut r = run_round(&h);
         if let (Ok(()), Some((kube, rt))) = (&r, readyz) {
@@ -429,7 +436,7 @@ pub fn gate(
         if let Err(e) = &r {
             info!(error = %e, "health check failed");
         }
-        match g.observe(r, Instant::now()) {
+        match g.observe(r, t0.elapsed()) {
             Verdict::Pending => std::thread::sleep(Duration::from_secs(h.interval_s)),
             Verdict::Passed => {
                 node.apply(Event::HealthPassed)?;

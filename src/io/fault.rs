@@ -37,8 +37,15 @@ static CRASH: Trigger = Trigger::new("FERRY_CRASH_AT");
 static EIO: Trigger = Trigger::new("FERRY_EIO_AT");
 static CORRUPT: Trigger = Trigger::new("FERRY_CORRUPT_WRITE");
 
+static TRACE: Trigger = Trigger::new("FERRY_FAULT_TRACE");
+
 /// Mark a durable write about to happen; `what` names it in the crash line.
+/// With `FERRY_FAULT_TRACE=1`, every point is printed with the number
+/// `FERRY_CRASH_AT` would cut at (a test finds a named point this way).
 pub fn point(what: &str) {
+    if let Some((n, _)) = TRACE.tick() {
+        eprintln!("ferry: fault point {n}: {what}");
+    }
     if let Some((n, l)) = CRASH.tick() {
         if n == l {
             eprintln!("ferry: FERRY_CRASH_AT={l}: simulated power cut before {what}");

@@ -11,12 +11,12 @@ use tracing::{info, warn};
 use super::disk::Disk;
 use super::install::SlotSink;
 use super::store::write_durable;
-use crate::board::backend::for_board;
 use crate::board::bootenv::BootState;
 use crate::board::{gpt, script, Board, Fs, PartKind, Slot};
 use crate::bundle::reader::{self, Position};
 use crate::bundle::Keyring;
 use crate::error::{Error, PolicyError};
+use crate::io::bootctl::for_board;
 use crate::update::machine::{Release, SlotStatus};
 use crate::update::persist::Device;
 

@@ -7,9 +7,9 @@ use tracing::info;
 use super::config::{slot_from_cmdline, Config};
 use super::disk::Disk;
 use super::store::Store;
-use crate::board::backend::{for_board, BootControl};
 use crate::board::Board;
 use crate::error::Error;
+use crate::io::bootctl::{for_board, BootControl};
 use crate::update::engine::{BootEnv as _, Engine};
 use crate::update::machine::{Action, Event};
 
@@ -27,7 +27,7 @@ impl Node {
     /// Open everything; when `writable`, deliver this boot's `Booted` event
     /// if it is new and reconcile the bootloader env with the record.
     pub fn open(cfg: Config, writable: bool) -> Result<Node, Error> {
-        let (board, _) = Board::load(&cfg.board)?;
+        let (board, _) = crate::io::boardfile::load(&cfg.board)?;
         let disk = Disk::open(&cfg.disk, writable)?;
         let boot = for_board(&board, &disk);
         let cmdline = std::fs::read_to_string(&cfg.cmdline)

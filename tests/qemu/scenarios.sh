@@ -11,6 +11,12 @@
 #                     install is resumable/interrupted; install again, B, commit
 #   6 torn env        after a commit to B, one byte of uboot.env is damaged: U-Boot uses
 #                     uboot.env.redund and boots B again
+#   7 network feed    the guest's daemon fetches v1.1.0 from a feed on the host
+#   8 rollback window v1.4.0 (bad k3s, reboot = "record"): the trial is rolled back but the
+#                     reboot has not happened; install and rollback are refused (rc 54);
+#                     the reboot then goes to A
+#   9 arming window   a cut right after the env armed B (record still "installing"), then
+#                     an install of another release over HTTP cut mid-write: U-Boot boots A
 # Builds everything it needs (both ferry binaries, kernel, initrds, ext4 payloads, a dev
 # key, bundles v1.0.0..v1.3.0, the base disk) into WORK (default
 # /root/.cache/ferry/scenarios). Prints each scenario's duration and PASS/FAIL and exits
@@ -32,7 +38,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-[[ -z $ONLY || $ONLY =~ ^[1-7](,[1-7])*$ ]] || { echo "--only: expected N[,N...] with N in 1..7" >&2; exit 2; }
+[[ -z $ONLY || $ONLY =~ ^[1-9](,[1-9])*$ ]] || { echo "--only: expected N[,N...] with N in 1..9" >&2; exit 2; }
 mkdir -p "$W"
 W=$(realpath "$W")
 LOGS=$W/logs
@@ -101,7 +107,7 @@ done
 # rootfs: busybox, /sbin/ferry, config, key, /etc/ferry-version, /sbin/init
 APPLETS="sh ash cat echo mount umount sleep touch tr ls mkdir rm cp mv dd sync test [ [[
   printf poweroff reboot halt grep sed head tail cut wc ps kill dmesg uname stat env true false
-  md5sum sha256sum blockdev df free hexdump date find xargs vi less more ln chmod id hostname ip"
+  md5sum sha256sum blockdev df free hexdump date find xargs vi less more ln chmod id hostname ip awk"
 mkrootfs() { # mkrootfs VERSION IMG [FILLER_MIB]
   local r=$B/rootfs-$1 a
   mkdir -p "$r"/{bin,sbin,etc/ferry/keys,dev,proc,sys,run,tmp,data,opt/k3s,root}
@@ -135,6 +141,8 @@ jitter_s = 0
 socket = "/run/ferry.sock"
 EOF
   sed -i "s/FEEDPORT/$FEEDPORT/" "$r/etc/ferry/ferry.toml"
+  # REBOOT_RECORD=1: ferry records reboots instead of doing them (the rollback window)
+  [[ -z ${REBOOT_RECORD:-} ]] || sed -i 's/^keyring = /reboot = "record"\nkeyring = /' "$r/etc/ferry/ferry.toml"
   cat > "$r/sbin/init" <<'EOF'
 #!/bin/sh
 # ferry QEMU scenario init: mounts, k3s stand-in, `ferry check`, status, console shell.
@@ -194,6 +202,7 @@ mkbundle 1.0.0 good GOOD
 mkbundle 1.1.0 good GOOD 12
 mkbundle 1.2.0 good BAD
 mkbundle 1.3.0 panic GOOD
+REBOOT_RECORD=1 mkbundle 1.4.0 good BAD
 ls -l "$W"/*.ferry
 "$HOSTF" -q image build --board "$BOARD" --bundle "$W/v1.0.0.ferry" --key "$W/dev.pub" -o "$W/base.img"
 # personalise the base image as a factory would: the guest must read these settings
@@ -387,10 +396,49 @@ s7() { # the daemon downloads the update from the host's feed over QEMU's networ
   uenv 'BOOT_ORDER=B A' FERRY_TRIAL=
 }
 
-NAMES=(first-boot update bad-k3s kernel-panic power-cut torn-env network-feed)
+s8() { # rollback window: a rolled-back trial whose reboot has not happened refuses everything
+  fresh
+  at_shell 'ferry install /dev/vdb'
+  S+=('expect:FERRY-TEST: booted slot=b')
+  at_shell 'ferry install /dev/vdb; echo "FERRY-TEST: install rc=$?"; ferry rollback; echo "FERRY-TEST: rollback rc=$?"; reboot -f'
+  S+=('expect:FERRY-TEST: booted slot=a'); at_shell "$OFF"; S+=(exit)
+  boot 180 --bundle 1.4.0
+  seen 1 'FERRY-TEST: booted slot=b version=1\.4\.0'
+  seen 1 'health failed: slot b \(1\.4\.0\) rolled back'
+  seen 1 'FERRY-TEST: install rc=54'
+  seen 1 'FERRY-TEST: rollback rc=54'
+  seen 2 'FERRY-TEST: booted slot=a version=1\.0\.0'
+  status 1 booted=b state=reboot-pending slots.b.status=bad 'boot.order=["a"]' boot.trial=null
+  status -1 booted=a state=idle slots.a.status=good last.result=rolled-back slots.b.status=bad \
+    'boot.order=["a"]'
+  uenv BOOT_ORDER=A FERRY_TRIAL=
+}
+
+s9() { # arming window: cut after arming, then another install cut mid-write: A boots
+  fresh
+  python3 -m http.server "$FEEDPORT" --bind 127.0.0.1 --directory "$W" >"$LOGS/$CUR.http.log" 2>&1 &
+  local http=$!
+  # find the fault point of the record write right after the env is armed, on a full run
+  # (then cancelled), and cut there; then install 1.1.0 over HTTP and cut the power mid-write
+  at_shell 'FERRY_FAULT_TRACE=1 ferry install --no-reboot /dev/vdb 2>/tmp/trace; ferry rollback; N=$(awk '"'"'/fault point/ { n=$4; sub(":", "", n); if ($0 ~ /boot file write/) { c="" } else if (c == "" && $0 ~ /state write/) c=n } END { print c }'"'"' /tmp/trace); echo "FERRY-TEST: cut at $N"; FERRY_CRASH_AT=$N ferry install --no-reboot /dev/vdb; echo "FERRY-TEST: cut rc=$?"; ferry status; echo "FERRY-TEST: http install"; ferry install --no-reboot http://10.0.2.2:'"$FEEDPORT"'/v1.1.0.ferry'
+  S+=('expect:FERRY-TEST: http install' 'expect:writing payload.*rootfs' sleep:0.3 kill)
+  boot 240 --bundle 1.2.0
+  S+=('expect:FERRY-TEST: booted slot=a'); at_shell "$OFF"; S+=(exit)
+  boot 90 --bundle 1.2.0
+  kill "$http" 2>/dev/null; wait "$http" 2>/dev/null || true
+  grep -q 'GET /v1.1.0.ferry' "$LOGS/$CUR.http.log" || err "the guest never fetched the bundle"
+  seen 1 'simulated power cut before state write'
+  seen 1 'FERRY-TEST: cut rc=134'
+  seen 0 'FERRY-TEST: booted slot=b'
+  seen 2 'FERRY-TEST: booted slot=a version=1\.0\.0'
+  status -1 booted=a state=installing 'boot.order=["a"]' slots.b.bootable=false
+  uenv BOOT_ORDER=A FERRY_TRIAL=
+}
+
+NAMES=(first-boot update bad-k3s kernel-panic power-cut torn-env network-feed rollback-window arming-window)
 rm -rf "$FAILLOGS"/scenario-*.log
 FAILED=()
-for n in 1 2 3 4 5 6 7; do
+for n in 1 2 3 4 5 6 7 8 9; do
   if [[ -n $ONLY && ,$ONLY, != *,$n,* ]]; then continue; fi
   CUR=s$n-${NAMES[n - 1]}
   note "scenario $n: ${NAMES[n - 1]}"

@@ -2,9 +2,9 @@
 //! keeps it. One trait, one implementation per mechanism; every store is one
 //! write of all variables of a change.
 
-use super::bootenv::BootState;
-use super::ubootenv::{self, Vars};
-use super::{grubenv, rpi, BackendKind, Board, EnvLocation, Slot};
+use crate::board::bootenv::BootState;
+use crate::board::ubootenv::{self, Vars};
+use crate::board::{grubenv, rpi, BackendKind, Board, EnvLocation, Slot};
 use crate::error::Error;
 use crate::io::disk::{fat_read, fat_write, Disk};
 use crate::update::engine::BootEnv;

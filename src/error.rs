@@ -236,6 +236,11 @@ pub enum Error {
     Usage(String),
     /// Another ferry process holds the device lock.
     Busy(String),
+    /// The running daemon carried out a request and it failed: its exit code.
+    Remote {
+        code: u8,
+        message: String,
+    },
     /// A bug in ferry: an internal invariant did not hold.
     Internal(String),
 }
@@ -281,6 +286,7 @@ impl fmt::Display for Error {
             Self::Cluster(d) => write!(f, "cluster: {d}"),
             Self::Usage(d) => write!(f, "{d}"),
             Self::Busy(d) => write!(f, "{d}"),
+            Self::Remote { message, .. } => write!(f, "{message}"),
             Self::Internal(d) => write!(f, "internal error (a bug in ferry): {d}"),
         }
     }
@@ -377,6 +383,7 @@ impl Error {
             Self::Cluster(_) => 62,
             Self::Usage(_) => 2,
             Self::Busy(_) => 4,
+            Self::Remote { code, .. } => *code,
             Self::Internal(_) => 70,
         }
     }

@@ -257,7 +257,7 @@ fn trial_that_never_gets_healthy_rolls_back() {
 fn control_socket_is_root_only_and_answers() {
     use std::os::unix::fs::PermissionsExt as _;
     let dev = Device::new();
-    let _f = feed(&dev);
+    let f = feed(&dev);
     // a long poll interval: the daemon sits idle after its first pass
     let cfg = std::fs::read_to_string(&dev.config)
         .unwrap()
@@ -309,6 +309,21 @@ fn control_socket_is_root_only_and_answers() {
     let o = dev.run(&["ctl", "bogus"]);
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("unknown command"), "{}", o.stderr);
+    // an install handed to the running daemon ends with the daemon's outcome
+    // as its exit code: here the bundle is not there (network, 61)
+    let o = dev.run(&["install", &f.server.url("stable/bundles/missing.ferry")]);
+    assert_eq!(o.code, 61, "{}{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("the running daemon"), "{}", o.stderr);
+    // a bundle that is there: installed by the daemon, reported as done
+    let b = dev.bundle("1.1.0", 2, "v2.ferry", &[]);
+    std::fs::copy(&b, f.root.path().join("v2.ferry")).unwrap();
+    let o = dev.run(&["install", &f.server.url("v2.ferry")]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("installed 1.1.0 into slot b"),
+        "{}",
+        o.stdout
+    );
     // another user cannot even connect (given a config it can read)
     let public = std::env::temp_dir().join(format!("ferry-ctl-{}.toml", std::process::id()));
     std::fs::copy(&dev.config, &public).unwrap();

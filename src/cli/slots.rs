@@ -123,13 +123,31 @@ pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Resu
         .map(String::from);
     if let Some(url) = as_url {
         // the daemon holds the state lock: hand the URL to it when it runs
+        // and report its outcome as our own (exit code included)
         if cfg.daemon.socket.exists() {
-            if let Ok(v) = crate::daemon::control::request(
-                &cfg.daemon.socket,
-                &serde_json::json!({"cmd": "install", "url": url}),
-            ) {
-                println!("handed to the running daemon: {v}");
-                return Ok(());
+            use crate::daemon::control::{request, Request};
+            let req = Request::Install {
+                url: url.clone(),
+                wait: true,
+            };
+            if let Ok(v) = request(&cfg.daemon.socket, &req) {
+                if v["ok"] == true {
+                    println!(
+                        "the running daemon: {}",
+                        v["message"].as_str().unwrap_or("installed")
+                    );
+                    return Ok(());
+                }
+                return Err(Error::Remote {
+                    code: v["exit_code"]
+                        .as_u64()
+                        .and_then(|c| u8::try_from(c).ok())
+                        .unwrap_or(2),
+                    message: format!(
+                        "the running daemon: {}",
+                        v["error"].as_str().unwrap_or("install refused")
+                    ),
+                });
             }
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -233,17 +251,27 @@ pub fn check(config: &Path) -> Result<(), Error> {
 }
 
 pub fn ctl(config: &Path, cmd: &str, url: Option<String>) -> Result<(), Error> {
+    use crate::daemon::control::Request;
     let cfg = Config::load(config)?;
-    let mut req = serde_json::json!({"cmd": cmd});
+    let mut raw = serde_json::json!({"cmd": cmd});
     if let Some(u) = url {
-        req["url"] = serde_json::Value::String(u);
+        raw["url"] = serde_json::Value::String(u);
     }
+    let req: Request = serde_json::from_value(raw).map_err(|e| {
+        Error::Usage(format!(
+            "ctl: unknown command or arguments: {e} (commands: status, progress, check-now, pause, resume, install URL)"
+        ))
+    })?;
     let v = crate::daemon::control::request(&cfg.daemon.socket, &req)?;
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     if v["ok"] != true {
-        return Err(Error::Usage(
-            v["error"].as_str().unwrap_or("request failed").to_string(),
-        ));
+        return Err(Error::Remote {
+            code: v["exit_code"]
+                .as_u64()
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(2),
+            message: v["error"].as_str().unwrap_or("request failed").to_string(),
+        });
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The local control API: a Unix socket (mode 0600) taking one JSON request
 //! per line and answering one JSON line. Peers must be root or the daemon's
-//! own user (SO_PEERCRED). Requests: status, progress, check-now, pause,
-//! resume, install {url}.
+//! own user (SO_PEERCRED). Requests are one typed enum, [`Request`], shared
+//! with `ferry ctl` and `ferry install URL`: status, progress, check-now,
+//! pause, resume, install {url, wait}. With `wait`, the answer comes when
+//! the install has ended, with ferry's exit code for it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt as _;
@@ -15,6 +17,26 @@ use tracing::warn;
 
 use super::Shared;
 use crate::error::Error;
+
+/// One request on the control socket (`{"cmd": "install", "url": ..., "wait": true}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    Progress,
+    CheckNow,
+    Pause,
+    Resume,
+    Install {
+        url: String,
+        /// Answer only when the install has ended, with its outcome.
+        #[serde(default)]
+        wait: bool,
+    },
+}
+
+/// How long a waiting install request is answered at the latest.
+const INSTALL_WAIT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 pub fn bind(path: &Path) -> Result<UnixListener, Error> {
     let _ = std::fs::remove_file(path);
@@ -56,7 +78,7 @@ fn handle(s: UnixStream, shared: &Shared) -> std::io::Result<()> {
     let r = BufReader::new(s.take(64 << 10));
     for line in r.lines() {
         let line = line?;
-        let req: serde_json::Value = match serde_json::from_str(&line) {
+        let req: Request = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => {
                 writeln!(
@@ -67,33 +89,47 @@ fn handle(s: UnixStream, shared: &Shared) -> std::io::Result<()> {
                 continue;
             }
         };
-        let resp = match req["cmd"].as_str().unwrap_or("") {
-            "status" => json!({"ok": true, "status": shared.status()}),
-            "progress" => {
+        let resp = match req {
+            Request::Status => json!({"ok": true, "status": shared.status()}),
+            Request::Progress => {
                 json!({"ok": true, "phase": shared.phase(), "received": shared.received.load(Ordering::Relaxed)})
             }
-            "check-now" => {
+            Request::CheckNow => {
                 shared.wake(|w| w.check_now = true);
                 json!({"ok": true})
             }
-            "pause" => {
+            Request::Pause => {
                 shared.paused.store(true, Ordering::SeqCst);
                 json!({"ok": true, "paused": true})
             }
-            "resume" => {
+            Request::Resume => {
                 shared.paused.store(false, Ordering::SeqCst);
                 shared.wake(|w| w.check_now = true);
                 json!({"ok": true, "paused": false})
             }
-            "install" => match req["url"].as_str() {
-                Some(u) if crate::net::url::Url::parse(u).is_ok() => {
-                    let u = u.to_string();
-                    shared.wake(move |w| w.install_url = Some(u));
-                    json!({"ok": true})
+            Request::Install { url, wait } => match crate::net::url::Url::parse(&url) {
+                Err(e) => {
+                    json!({"ok": false, "exit_code": 2, "error": format!("install needs a valid http(s) url: {e}")})
                 }
-                _ => json!({"ok": false, "error": "install needs a valid http(s) url"}),
+                Ok(_) => {
+                    let id = shared.request_install(url);
+                    if !wait {
+                        json!({"ok": true, "id": id})
+                    } else {
+                        match shared.wait_outcome(id, INSTALL_WAIT) {
+                            Some(o) if o.code == 0 => {
+                                json!({"ok": true, "exit_code": 0, "message": o.message})
+                            }
+                            Some(o) => {
+                                json!({"ok": false, "exit_code": o.code, "error": o.message})
+                            }
+                            None => {
+                                json!({"ok": false, "exit_code": 61, "error": "the daemon did not finish the install in time"})
+                            }
+                        }
+                    }
+                }
             },
-            other => json!({"ok": false, "error": format!("unknown command {other:?}")}),
         };
         writeln!(w, "{resp}")?;
     }
@@ -103,10 +139,12 @@ fn handle(s: UnixStream, shared: &Shared) -> std::io::Result<()> {
 use std::io::Read as _;
 
 /// Client side for `ferry ctl`: send one request, return the answer.
-pub fn request(path: &Path, req: &serde_json::Value) -> Result<serde_json::Value, Error> {
+pub fn request(path: &Path, req: &Request) -> Result<serde_json::Value, Error> {
     let mut s =
         UnixStream::connect(path).map_err(|e| Error::io("connect to the daemon", path, e))?;
-    writeln!(s, "{req}").map_err(|e| Error::io("write to the daemon", path, e))?;
+    let line = serde_json::to_string(req)
+        .map_err(|e| Error::Internal(format!("encode control request: {e}")))?;
+    writeln!(s, "{line}").map_err(|e| Error::io("write to the daemon", path, e))?;
     let mut line = String::new();
     BufReader::new(&s)
         .read_line(&mut line)

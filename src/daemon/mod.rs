@@ -30,7 +30,16 @@ use health::run_round;
 #[derive(Default)]
 pub struct Wake {
     pub check_now: bool,
-    pub install_url: Option<String>,
+    /// An install asked for over the control socket, with its request id.
+    pub install_url: Option<(String, u64)>,
+}
+
+/// How an install asked for over the control socket ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallOutcome {
+    /// ferry's exit code for it (0: installed, trial armed).
+    pub code: u8,
+    pub message: String,
 }
 
 #[derive(Default)]
@@ -41,9 +50,42 @@ pub struct Shared {
     status: Mutex<serde_json::Value>,
     phase: Mutex<String>,
     pub received: Arc<AtomicU64>,
+    next_id: AtomicU64,
+    outcomes: Mutex<std::collections::HashMap<u64, InstallOutcome>>,
+    done: Condvar,
 }
 
 impl Shared {
+    /// Queue an install of `url`; returns the id its outcome is reported under.
+    pub fn request_install(&self, url: String) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wake(|w| w.install_url = Some((url, id)));
+        id
+    }
+
+    fn report(&self, id: u64, o: InstallOutcome) {
+        if let Ok(mut m) = self.outcomes.lock() {
+            m.insert(id, o);
+        }
+        self.done.notify_all();
+    }
+
+    /// Wait up to `d` for the outcome of install request `id`.
+    pub fn wait_outcome(&self, id: u64, d: Duration) -> Option<InstallOutcome> {
+        let deadline = Instant::now() + d;
+        let mut g = self.outcomes.lock().ok()?;
+        loop {
+            if let Some(o) = g.remove(&id) {
+                return Some(o);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            g = self.done.wait_timeout(g, left).ok()?.0;
+        }
+    }
+
     pub fn wake(&self, f: impl FnOnce(&mut Wake)) {
         if let Ok(mut w) = self.wake.lock() {
             f(&mut w);
@@ -168,33 +210,50 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         Some(f) => Some(fetcher(f, rt.handle().clone(), shared.received.clone())?),
         None => None,
     };
-    let window = cfg
-        .feed
-        .as_ref()
-        .and_then(|f| f.maintenance_window.as_deref())
-        .map(window::parse)
-        .transpose()
-        .map_err(|d| Error::Config {
-            path: "maintenance_window".into(),
-            detail: d,
-        })?;
+    let window = cfg.feed.as_ref().and_then(|f| f.maintenance_window);
     let mut wake = Wake::default();
     loop {
         let mut failure: Option<Error> = None;
-        let in_window = window.is_none_or(|w| window::contains(w, now()));
+        let in_window = window.is_none_or(|w| w.contains(now()));
         let explicit = wake.install_url.take();
-        if let Some(url) = explicit {
+        if let Some((url, id)) = explicit {
             if let Some(f) = &fetcher {
                 shared.set_phase("installing");
                 match ota::install_url(&mut node, f, &url, None, &keyring) {
                     Ok(done) => {
-                        info!(slot = %done.slot, version = %done.version, "installed from request")
+                        info!(slot = %done.slot, version = %done.version, "installed from request");
+                        shared.report(
+                            id,
+                            InstallOutcome {
+                                code: 0,
+                                message: format!(
+                                    "installed {} into slot {}; trial boot armed",
+                                    done.version, done.slot
+                                ),
+                            },
+                        );
                     }
                     Err(e) => {
                         error!(error = %e, "install request failed");
+                        shared.report(
+                            id,
+                            InstallOutcome {
+                                code: e.exit_code(),
+                                message: e.to_string(),
+                            },
+                        );
                         failure = Some(e);
                     }
                 }
+            } else {
+                shared.report(
+                    id,
+                    InstallOutcome {
+                        code: 51,
+                        message: "the daemon has no [feed] section: it has no client to fetch with"
+                            .into(),
+                    },
+                );
             }
         } else if !shared.paused.load(Ordering::SeqCst)
             && in_window
@@ -230,7 +289,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
                 }
                 None => node.reboot()?,
             }
-            if cfg.reboot == "record" {
+            if cfg.reboot == crate::io::config::RebootMode::Record {
                 // tests: the "reboot" happened; stop like a real reboot would
                 return Ok(());
             }

@@ -1,4 +1,30 @@
-//! Maintenance windows: "HH:MM-HH:MM" in UTC, possibly across midnight. Pure.
+//! Maintenance windows: "HH:MM-HH:MM" in UTC, possibly across midnight.
+//! Parsed once, where the config is read, into a [`Window`].
+//!
+//! Never does: files, clocks, threads, processes, network.
+
+/// A daily window in minutes after midnight UTC, `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct Window {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl TryFrom<String> for Window {
+    type Error = String;
+    fn try_from(s: String) -> Result<Window, String> {
+        let (start, end) = parse(&s)?;
+        Ok(Window { start, end })
+    }
+}
+
+impl Window {
+    /// Is `unix_secs` inside the window?
+    pub fn contains(&self, unix_secs: u64) -> bool {
+        contains((self.start, self.end), unix_secs)
+    }
+}
 
 pub fn parse(spec: &str) -> Result<(u32, u32), String> {
     let (a, b) = spec

@@ -29,8 +29,8 @@ pub struct Config {
     #[serde(default = "default_boot_id")]
     pub boot_id: PathBuf,
     /// `system` reboots the machine; `record` only writes `state_dir/reboot-requested`.
-    #[serde(default = "default_reboot")]
-    pub reboot: String,
+    #[serde(default)]
+    pub reboot: RebootMode,
     #[serde(default)]
     pub health: crate::health::HealthConfig,
     /// Where the daemon finds releases; no feed: the daemon only gates trial boots.
@@ -108,9 +108,10 @@ pub struct FeedConfig {
     /// Up to this many seconds are added at random to each poll interval.
     #[serde(default = "default_jitter")]
     pub jitter_s: u64,
-    /// "HH:MM-HH:MM" UTC; installs and reboots only inside it.
+    /// "HH:MM-HH:MM" UTC; installs and reboots only inside it (checked
+    /// when the config is read).
     #[serde(default)]
-    pub maintenance_window: Option<String>,
+    pub maintenance_window: Option<crate::daemon::window::Window>,
     /// Download attempts per install (network faults), with back-off.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
@@ -177,8 +178,15 @@ fn default_cmdline() -> PathBuf {
 fn default_boot_id() -> PathBuf {
     "/proc/sys/kernel/random/boot_id".into()
 }
-fn default_reboot() -> String {
-    "system".into()
+/// What "reboot" means on this device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootMode {
+    /// Sync and restart the machine.
+    #[default]
+    System,
+    /// Only write `state_dir/reboot-requested` (tests, or an external agent reboots).
+    Record,
 }
 
 impl Config {
@@ -192,12 +200,6 @@ impl Config {
             path: path.into(),
             detail: e.to_string(),
         })?;
-        if c.reboot != "system" && c.reboot != "record" {
-            return Err(Error::Config {
-                path: path.into(),
-                detail: format!("reboot = {:?}: expected system or record", c.reboot),
-            });
-        }
         Ok(c)
     }
 }
@@ -226,6 +228,23 @@ mod tests {
         assert!(Config::parse("board = 1", Path::new("t")).is_err());
         assert!(
             Config::parse("board=\"x\"\ndisk=\"y\"\nreboot=\"maybe\"", Path::new("t")).is_err()
+        );
+        // a bad maintenance window is refused when the config is read, not later
+        let e = Config::parse(
+            "board=\"x\"\ndisk=\"y\"\n[feed]\nurl=\"https://f/i.json\"\nchannel=\"stable\"\nmaintenance_window=\"25:00-01:00\"",
+            Path::new("t"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        let c = Config::parse(
+            "board=\"x\"\ndisk=\"y\"\nreboot=\"record\"\n[feed]\nurl=\"https://f/i.json\"\nchannel=\"stable\"\nmaintenance_window=\"23:00-01:00\"",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(c.reboot, RebootMode::Record);
+        assert_eq!(
+            c.feed.unwrap().maintenance_window.map(|w| (w.start, w.end)),
+            Some((23 * 60, 60))
         );
         assert!(Config::parse("board=\"x\"\ndisk=\"y\"\ntypo=1", Path::new("t")).is_err());
     }

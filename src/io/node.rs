@@ -77,7 +77,7 @@ impl Node {
     pub fn reboot(&mut self) -> Result<(), Error> {
         let st = self.eng.env.load()?.unwrap_or_default();
         let arg = self.eng.env.reboot_arg(&st);
-        if self.cfg.reboot == "record" {
+        if self.cfg.reboot == super::config::RebootMode::Record {
             let p = self.cfg.state_dir.join("reboot-requested");
             std::fs::write(&p, arg.unwrap_or_default() + "\n")
                 .map_err(|e| Error::io("record reboot", &p, e))?;

@@ -13,7 +13,15 @@ fuzz_target!(|data: &[u8]| {
         let _ = n.validate();
     }
     let _ = ferry::board::gpt::parse(data);
-    let _ = ferry::update::persist::Device::decode(data);
+    // the device record: one copy, and the choice between two
+    if let Ok((g, d)) = ferry::update::persist::Device::decode_copy(data) {
+        // what decodes re-encodes and decodes to the same record
+        let (g2, d2) = ferry::update::persist::Device::decode_copy(&d.encode_copy(g))
+            .expect("a decoded record re-encodes");
+        assert_eq!((g, &d), (g2, &d2));
+    }
+    let half = data.len() / 2;
+    let _ = ferry::update::persist::pick([Some(&data[..half]), Some(&data[half..])]);
     let _ = ferry::net::url::Url::parse(&text);
     let _ = ferry::daemon::window::parse(&text);
 });

@@ -272,3 +272,101 @@ fn provision_one_image_then_a_batch() {
     let o = batch();
     assert_eq!(o.stdout.matches("unchanged").count(), 2, "{}", o.stdout);
 }
+
+/// An exclusive holder the mount table does not show (as btrfs, LVM or
+/// device-mapper are to a mountinfo scan): the kernel's EBUSY refuses it.
+#[test]
+fn flash_refuses_a_device_another_program_holds() {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dev = image();
+    let img = dev.path("disk.img");
+    let len = std::fs::metadata(&img).unwrap().len();
+    let backing = dev.path("held.bin");
+    std::fs::write(&backing, vec![0x5Au8; (len + (1 << 20)) as usize]).unwrap();
+    let lo = Loop::new(&backing);
+    let holder = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(&lo.0)
+        .unwrap();
+    let o = ferry(&["-q", "flash", "--yes", s(&img), &lo.0]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("busy"), "{}", o.stderr);
+    drop(holder);
+    let card = std::fs::read(&lo.0).unwrap();
+    assert!(card.iter().all(|&b| b == 0x5A), "a held device was written");
+}
+
+/// Zero-filled blocks the image *has* (allocated, not holes) are written
+/// to a device and verified: the card's old bytes never survive there.
+#[test]
+fn allocated_zeros_overwrite_old_bytes_on_a_device() {
+    let dev = image();
+    let img = dev.path("zeros.img");
+    // 4 MiB of data, 8 MiB of allocated zeros, 4 MiB of data, then a hole
+    let mut data = payload(3, 4 << 20);
+    data.extend(vec![0u8; 8 << 20]);
+    data.extend(payload(4, 4 << 20));
+    std::fs::write(&img, &data).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.set_len((16 + 4) << 20).unwrap();
+    let backing = dev.path("old-card.bin");
+    std::fs::write(&backing, vec![0xA5u8; 24 << 20]).unwrap();
+    let lo = Loop::new(&backing);
+    let o = ferry(&["-q", "flash", "--yes", s(&img), &lo.0]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let card = std::fs::read(&lo.0).unwrap();
+    assert_eq!(
+        &card[..16 << 20],
+        &data[..],
+        "the image's bytes (zeros included) are not on the card"
+    );
+    // the hole is unmapped: the card's bytes there are left alone, as bmaptool does
+    assert!(card[16 << 20..20 << 20].iter().all(|&b| b == 0xA5));
+}
+
+/// A compressed image is measured whole (every frame) before the first
+/// write: one that does not fit is refused with the device untouched.
+#[test]
+fn multi_frame_zst_too_large_is_refused_before_writing() {
+    let dev = image();
+    let part = dev.path("part.bin");
+    std::fs::write(&part, payload(9, 6 << 20)).unwrap();
+    // two frames; the first frame's header announces only 6 MiB
+    sh(&format!(
+        "zstd -q -f {0} -o {0}.1.zst && cat {0}.1.zst {0}.1.zst > {0}.zst",
+        part.display()
+    ));
+    let backing = dev.path("small-card.bin");
+    std::fs::write(&backing, vec![0x3Cu8; 8 << 20]).unwrap();
+    let lo = Loop::new(&backing);
+    let o = ferry(&[
+        "-q",
+        "flash",
+        "--yes",
+        &format!("{}.zst", part.display()),
+        &lo.0,
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("the image needs 12582912"),
+        "{}",
+        o.stderr
+    );
+    let card = std::fs::read(&lo.0).unwrap();
+    assert!(
+        card.iter().all(|&b| b == 0x3C),
+        "the device was written before the refusal"
+    );
+}
+
+/// A target file that does not exist yet is created (as bmaptool does).
+#[test]
+fn a_missing_target_file_is_created() {
+    let dev = image();
+    let img = dev.path("disk.img");
+    let out = dev.path("new-card.img");
+    let o = ferry(&["-q", "flash", s(&img), s(&out)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(std::fs::read(&img).unwrap(), std::fs::read(&out).unwrap());
+}

@@ -39,8 +39,40 @@ pub struct Target {
 
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 
+/// Open a block device exclusively: the kernel answers EBUSY when anything
+/// holds it (a mount of any filesystem, btrfs and zfs included, LVM,
+/// device-mapper, RAID, another exclusive opener).
+fn open_exclusive(path: &Path, write: bool) -> Result<File, Error> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    File::options()
+        .read(true)
+        .write(write)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::EBUSY) => Error::Usage(format!(
+                "refusing to flash {}: the kernel reports it busy (mounted, or held by LVM, \
+                 device-mapper, RAID or another program); unmount or release it first",
+                path.display()
+            )),
+            _ => Error::io("open target", path, e),
+        })
+}
+
 pub fn inspect_target(path: &Path) -> Result<Target, Error> {
-    let md = std::fs::metadata(path).map_err(|e| Error::io("stat target", path, e))?;
+    let md = match std::fs::metadata(path) {
+        Ok(md) => md,
+        // a new image file, as bmaptool makes one
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Target {
+                path: path.into(),
+                block: false,
+                size: None,
+                rdev: None,
+            })
+        }
+        Err(e) => return Err(Error::io("stat target", path, e)),
+    };
     if md.file_type().is_block_device() {
         let f = File::open(path).map_err(|e| Error::io("open target", path, e))?;
         let mut size = 0u64;
@@ -91,10 +123,52 @@ pub fn mounts_on(maj: u64, min: u64, mountinfo: &str) -> Vec<(String, bool)> {
         let (Ok(a), Ok(b)) = (a.parse(), b.parse()) else {
             continue;
         };
-        if let Some(p) = sys_path(a, b) {
-            if p.starts_with(&dev) {
-                out.push((point.to_string(), *point == "/"));
+        let by_number = sys_path(a, b).is_some_and(|p| p.starts_with(&dev));
+        // btrfs, overlay and zfs show an anonymous device number: match the
+        // mount source (after " - fstype ") too
+        let source = line
+            .split(" - ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().nth(1));
+        let by_source = source
+            .filter(|src| src.starts_with('/'))
+            .and_then(|src| std::fs::metadata(src).ok())
+            .filter(|m| m.file_type().is_block_device())
+            .and_then(|m| {
+                sys_path(
+                    nix::sys::stat::major(m.rdev()),
+                    nix::sys::stat::minor(m.rdev()),
+                )
+            })
+            .is_some_and(|p| p.starts_with(&dev));
+        if by_number || by_source {
+            out.push((point.to_string(), *point == "/"));
+        }
+    }
+    out
+}
+
+/// Devices stacked on the device or its partitions (`holders/` in sysfs):
+/// device-mapper, LVM, RAID.
+pub fn holders_of(maj: u64, min: u64) -> Vec<String> {
+    let Some(dev) = sys_path(maj, min) else {
+        return vec![];
+    };
+    let mut dirs = vec![dev.clone()];
+    if let Ok(rd) = std::fs::read_dir(&dev) {
+        for e in rd.flatten() {
+            if e.path().join("partition").exists() {
+                dirs.push(e.path());
             }
+        }
+    }
+    let mut out = Vec::new();
+    for d in dirs {
+        if let Ok(rd) = std::fs::read_dir(d.join("holders")) {
+            out.extend(
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
         }
     }
     out
@@ -115,6 +189,14 @@ pub fn check_target(t: &Target, image_size: Option<u64>) -> Result<(), Error> {
             return Err(Error::Usage(format!(
                 "refusing to flash {}: it is mounted at {point} (unmount it first)",
                 t.path.display()
+            )));
+        }
+        let h = holders_of(maj, min);
+        if !h.is_empty() {
+            return Err(Error::Usage(format!(
+                "refusing to flash {}: it is held by {} (device-mapper, LVM or RAID); release it first",
+                t.path.display(),
+                h.join(", ")
             )));
         }
     }
@@ -170,6 +252,14 @@ enum Src {
     },
 }
 
+/// The decompressed size of a `.zst` image, all frames, by decoding it once.
+fn zst_len(path: &Path) -> Result<u64, Error> {
+    let f = File::open(path).map_err(|e| Error::io("open image", path, e))?;
+    let mut d =
+        zstd::stream::read::Decoder::new(f).map_err(|e| Error::io("open zstd image", path, e))?;
+    std::io::copy(&mut d, &mut std::io::sink()).map_err(|e| Error::io("decompress image", path, e))
+}
+
 fn open_source(path: &Path) -> Result<Src, Error> {
     let f = File::open(path).map_err(|e| Error::io("open image", path, e))?;
     if path.extension().is_some_and(|e| e == "zst") {
@@ -204,17 +294,30 @@ pub fn flash(
     let src = open_source(image)?;
     let image_len = match &src {
         Src::Raw { len, .. } => Some(*len),
+        // a frame header's content size covers one frame only (and may be
+        // absent): measure the whole image before the first write
+        Src::Zst { .. } if t.block => Some(zst_len(image)?),
         Src::Zst { len, .. } => *len,
     };
     check_target(&t, image_len)?;
     if !t.block && std::fs::canonicalize(image).ok() == std::fs::canonicalize(target).ok() {
         return Err(Error::Usage("image and target are the same file".into()));
     }
-    let out = File::options()
-        .write(true)
-        .read(true)
-        .open(target)
-        .map_err(|e| Error::io("open target", target, e))?;
+    let out = if t.block {
+        // held exclusively for the whole write: nothing can mount it meanwhile
+        open_exclusive(target, true)?
+    } else {
+        File::options()
+            .write(true)
+            .read(true)
+            .create(true)
+            .truncate(false)
+            .open(target)
+            .map_err(|e| Error::io("open target", target, e))?
+    };
+    // only a file target starts out as zeros (it is truncated below): on a
+    // device, every block the image defines is written, zeros included
+    let skip_zeros = !t.block;
     if !t.block {
         // a file target ends up exactly the image: skipped blocks become holes
         out.set_len(0)
@@ -232,7 +335,7 @@ pub fn flash(
             // zero blocks go straight back to the pool; data blocks to the writer
             let send = |off: u64, mut buf: Vec<u8>, n: usize| -> bool {
                 buf.truncate(n);
-                if is_zero(&buf) {
+                if skip_zeros && is_zero(&buf) {
                     return free_tx.send(buf).is_ok();
                 }
                 tx.send((off, buf)).is_ok()

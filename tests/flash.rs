@@ -271,6 +271,45 @@ fn provision_one_image_then_a_batch() {
     }
     let o = batch();
     assert_eq!(o.stdout.matches("unchanged").count(), 2, "{}", o.stdout);
+    // the images hold the join token: owner only
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(out.join("node-a.img"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "image mode {mode:o}");
+
+    // a spreadsheet's CSV: byte-order mark; two rows naming one host, an
+    // empty host name, and a feed URL with a token in its query
+    std::fs::write(&csv, "\u{feff}hostname,role,feed_url,feed_channel\nnode-c,server,https://feed.example/i.json?token=SECRET-Q,stable\nnode-d,server,,\nnode-d,server,,\n,server,,\n").unwrap();
+    let out2 = dev.path("factory2");
+    let o = ferry(&[
+        "provision",
+        "--image",
+        s(&img),
+        "--batch",
+        s(&csv),
+        "--template",
+        s(&tmpl),
+        "--out",
+        s(&out2),
+    ]);
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stdout.contains("1 ok, 3 failed"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let report = std::fs::read_to_string(out2.join("report.json")).unwrap();
+    assert!(
+        !report.contains("SECRET-Q"),
+        "URL secret in report: {report}"
+    );
+    assert!(report.contains("appears in rows [2, 3]"), "{report}");
+    assert!(report.contains("empty hostname"), "{report}");
+    assert!(out2.join("node-c.img").exists());
+    assert!(!out2.join("node-d.img").exists() && !out2.join(".img").exists());
 }
 
 /// An exclusive holder the mount table does not show (as btrfs, LVM or

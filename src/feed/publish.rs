@@ -76,7 +76,12 @@ pub fn publish(p: Publish) -> Result<Index, Error> {
     });
     idx.releases
         .sort_by(|a, b| (&a.board, &a.version).cmp(&(&b.board, &b.version)));
-    idx.serial += 1;
+    idx.serial = idx.serial.checked_add(1).ok_or_else(|| {
+        Error::Usage(format!(
+            "the feed's serial is {} and cannot be raised: start a new feed (a new channel) and move devices to it",
+            idx.serial
+        ))
+    })?;
     idx.created = p.now;
     idx.expires = p.now + p.expires_in;
     let bytes = serde_json::to_vec_pretty(&idx).map_err(|e| Error::Usage(e.to_string()))?;

@@ -158,8 +158,9 @@ pub fn build(o: Options) -> Result<Device, Error> {
 /// ext4 on the data partition with `ferry/state.json` and `rancher/` in it.
 fn make_data_fs(disk: &Disk, img: &Path, part: &str, dev: &Device) -> Result<(), Error> {
     let e = disk.partition(part)?;
-    let stage = std::env::temp_dir().join(format!("ferry-data-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&stage);
+    // private and new: another user cannot plant files (a k3s auto-apply
+    // manifest, say) in what becomes the data partition
+    let stage = super::private_dir("ferry-data")?;
     std::fs::create_dir_all(stage.join("ferry")).map_err(|x| Error::io("create", &stage, x))?;
     std::fs::create_dir_all(stage.join("rancher")).map_err(|x| Error::io("create", &stage, x))?;
     for name in [super::store::STATE_FILE, super::store::STATE_COPY] {

@@ -170,7 +170,11 @@ impl NodeConfig {
             );
         }
         if let Some(f) = &self.feed {
-            m.insert("feed".into(), format!("{} ({})", f.url, f.channel));
+            // a query may carry a token: never in a report
+            let url = crate::net::url::Url::parse(&f.url)
+                .map(|u| u.redacted())
+                .unwrap_or_else(|_| "(invalid url)".into());
+            m.insert("feed".into(), format!("{url} ({})", f.channel));
         }
         if let Some(w) = &self.wifi {
             m.insert("wifi".into(), format!("{} (psk set)", w.ssid));
@@ -344,16 +348,7 @@ fn toml_value(v: &serde_json::Value) -> String {
 }
 
 fn tempfile_dir() -> Result<PathBuf, Error> {
-    let mut r = [0u8; 8];
-    let _ = getrandom::getrandom(&mut r);
-    let d = std::env::temp_dir().join(format!(
-        "ferry-provision-{}",
-        crate::bundle::format::hex(&r)
-    ));
-    std::fs::create_dir(&d).map_err(|e| Error::io("create", &d, e))?;
-    use std::os::unix::fs::PermissionsExt as _;
-    let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
-    Ok(d)
+    super::private_dir("ferry-provision")
 }
 
 const BLK: usize = 1 << 20;
@@ -481,10 +476,22 @@ pub fn batch(
     std::fs::create_dir_all(out).map_err(|e| Error::io("create", out, e))?;
     let md = std::fs::metadata(base).map_err(|e| Error::io("stat image", base, e))?;
     let base_id = format!("{}:{}:{:?}", base.display(), md.len(), md.modified().ok());
+    // a spreadsheet's byte-order mark is not part of the first column's name
+    let csv = csv.strip_prefix('\u{feff}').unwrap_or(csv);
     let mut lines = csv
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
     let header = csv_fields(lines.next().ok_or_else(|| bad("empty CSV"))?);
+    let rows: Vec<&str> = lines.collect();
+    // two rows naming one host would write one image twice: refuse both
+    let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let col = header.iter().position(|h| h == "hostname");
+    for (i, line) in rows.iter().enumerate() {
+        if let Some(h) = col.and_then(|c| csv_fields(line).get(c).cloned()) {
+            seen.entry(h.trim().to_string()).or_default().push(i + 1);
+        }
+    }
+    let lines = rows.into_iter();
     let mut reports = Vec::new();
     for (i, line) in lines.enumerate() {
         let fields = csv_fields(line);
@@ -507,6 +514,14 @@ pub fn batch(
                     header.len()
                 )));
             }
+            if hostname.trim().is_empty() {
+                return Err(bad("row has an empty hostname"));
+            }
+            if let Some(dups) = seen.get(hostname.trim()).filter(|d| d.len() > 1) {
+                return Err(bad(format!(
+                    "hostname {hostname:?} appears in rows {dups:?}: each device needs its own"
+                )));
+            }
             let cfg = apply_row(template, &row)?;
             rep.settings = cfg.summary();
             let img = out.join(format!("{hostname}.img"));
@@ -523,7 +538,17 @@ pub fn batch(
                 return Ok("unchanged");
             }
             let tmp = out.join(format!(".{hostname}.img.tmp"));
-            std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+            {
+                // the image holds the join token and Wi-Fi keys: owner only
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let _ = std::fs::remove_file(&tmp);
+                std::fs::File::options()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(|e| Error::io("create", &tmp, e))?;
+            }
             let res = super::flash::flash(base, &tmp, false, &mut |_| {})
                 .and_then(|_| provision(&tmp, data_part, &cfg));
             if let Err(e) = res {

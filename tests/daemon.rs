@@ -51,6 +51,32 @@ fn feed_update_trial_commit() {
     assert!(!dev.path("state/reboot-requested").exists());
 }
 
+/// `ferry install URL` (no daemon) over a link that keeps dropping: after
+/// the configured attempts it ends with the network's exit code (61, not a
+/// storage error), the slot out of the boot order and the install resumable.
+#[test]
+fn install_url_that_keeps_dropping_is_a_network_error() {
+    let dev = Device::new();
+    let f = feed(&dev);
+    let b = dev.bundle("1.1.0", 3, "v2.ferry", &[]);
+    publish(&dev, &f, &b, &[]);
+    let size = std::fs::metadata(&b).unwrap().len();
+    let path = bundle_path(&f, "1.1.0");
+    for _ in 0..4 {
+        f.server.fault(&path, Fault::DropAfter(size / 8));
+    }
+    let o = dev.run(&["install", "--no-reboot", &f.server.url(&path)]);
+    assert_eq!(o.code, 61, "{}", o.stderr);
+    let st = dev.status();
+    assert_eq!(st["state"], "installing", "{st}");
+    assert_eq!(st["boot"]["order"], serde_json::json!(["a"]));
+    // the link heals: the same command resumes and finishes
+    let o = dev.run(&["install", "--no-reboot", &f.server.url(&path)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("resumed at"), "{}", o.stdout);
+    assert!(dev.holds("rootfs_b", "rootfs-3"));
+}
+
 #[test]
 fn network_drop_resumes_with_range() {
     let dev = Device::new();

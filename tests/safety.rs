@@ -31,6 +31,15 @@ fn damage_boot_file(dev: &Device, name: &str) {
     assert!(st.success());
 }
 
+/// `ferry install --no-reboot BUNDLE` with a power cut at durable write `n`.
+fn cut_install(dev: &Device, bundle: &std::path::Path, n: &str) {
+    let o = dev.run_env(
+        &["install", "--no-reboot", s(bundle)],
+        &[("FERRY_CRASH_AT", n)],
+    );
+    assert!(o.stderr.contains("simulated power cut"), "{}", o.stderr);
+}
+
 fn order(dev: &Device) -> serde_json::Value {
     dev.status()["boot"]["order"].clone()
 }
@@ -120,11 +129,7 @@ fn another_release_never_inherits_a_resume_point() {
         },
     );
     let v3 = dev.bundle("1.2.0", 7, "v3.ferry", &["--chunk-size", "65536"]);
-    let o = dev.run_env(
-        &["install", "--no-reboot", s(&v3)],
-        &[("FERRY_CRASH_AT", "1")],
-    );
-    assert!(o.stderr.contains("simulated power cut"), "{}", o.stderr);
+    cut_install(&dev, &v3, "1");
     let o = dev.run(&["install", "--no-reboot", s(&v3)]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(!o.stdout.contains("resumed at"), "{}", o.stdout);
@@ -154,11 +159,7 @@ fn an_armed_env_never_survives_the_next_install() {
     // the record still says installing: the env says trial B
     let v3 = dev.bundle("1.2.0", 3, "v3.ferry", &[]);
     // a cut early in the next install (after its first writes)
-    let o = dev.run_env(
-        &["install", "--no-reboot", s(&v3)],
-        &[("FERRY_CRASH_AT", "6")],
-    );
-    assert!(o.stderr.contains("simulated power cut"), "{}", o.stderr);
+    cut_install(&dev, &v3, "6");
     let env = dev.fw_printenv();
     assert!(
         env.contains("BOOT_ORDER=A\n"),
@@ -193,11 +194,7 @@ fn unreadable_env_is_rebuilt_from_the_record_not_a_default() {
     let st = dev.status();
     assert_eq!(st["boot_env_readable"], false, "{st}");
     let v3 = dev.bundle("1.2.0", 3, "v3.ferry", &[]);
-    let o = dev.run_env(
-        &["install", "--no-reboot", s(&v3)],
-        &[("FERRY_CRASH_AT", "12")],
-    );
-    assert!(o.stderr.contains("simulated power cut"), "{}", o.stderr);
+    cut_install(&dev, &v3, "12");
     let env = dev.fw_printenv();
     assert!(env.contains("BOOT_ORDER=B\n"), "{env}");
     assert!(env.contains("FERRY_FLOOR=1.1.0"), "{env}");

@@ -163,10 +163,14 @@ pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Resu
             allow_http: fc.as_ref().is_some_and(|f| f.allow_http),
             ..Default::default()
         };
-        let client = crate::net::http::Client::new(&opts).map_err(|e| Error::Net {
+        let mut client = crate::net::http::Client::new(&opts).map_err(|e| Error::Net {
             what: "client".into(),
             detail: e.to_string(),
         })?;
+        // the configured stall timeout, as the daemon uses it
+        if let Some(f) = &fc {
+            client.idle_timeout = std::time::Duration::from_secs(f.idle_timeout_s.max(1));
+        }
         let f = crate::daemon::ota::Fetcher {
             rt: rt.handle().clone(),
             client,
@@ -176,10 +180,7 @@ pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Resu
         };
         let mut node = Node::open(cfg, true)?;
         let done = crate::daemon::ota::install_url(&mut node, &f, &url, None, &ring)?;
-        println!(
-            "installed {} into slot {}; trial boot armed",
-            done.version, done.slot
-        );
+        print_installed(&done);
         if !no_reboot {
             node.reboot()?;
         }
@@ -196,6 +197,14 @@ pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Resu
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    print_installed(&done);
+    if !no_reboot {
+        node.reboot()?;
+    }
+    Ok(())
+}
+
+fn print_installed(done: &crate::update::engine::Installed) {
     println!(
         "installed {} into slot {}{}; trial boot armed",
         done.version,
@@ -204,10 +213,6 @@ pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Resu
             .map(|p| format!(" (resumed at payload {} chunk {})", p.payload, p.chunk))
             .unwrap_or_default()
     );
-    if !no_reboot {
-        node.reboot()?;
-    }
-    Ok(())
 }
 
 pub fn event(config: &Path, ev: Event) -> Result<(), Error> {

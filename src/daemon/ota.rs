@@ -139,6 +139,18 @@ pub fn install_url(
     let url = Url::parse(url).map_err(|d| Error::Usage(format!("bundle URL: {d}")))?;
     let span = info_span!("ota", url = %url.redacted());
     let _g = span.enter();
+    let what = format!("GET {}", url.redacted());
     let mut src = HttpSource { f, url };
-    install(node, &mut src, keyring, pin, None)
+    install(node, &mut src, keyring, pin, None).map_err(|e| match e {
+        // the body of a response broke off: a network fault (exit 61), not storage
+        Error::Io {
+            op: "read bundle",
+            source,
+            ..
+        } => Error::Net {
+            what,
+            detail: source.to_string(),
+        },
+        e => e,
+    })
 }

@@ -60,6 +60,19 @@ impl ReadBack {
     }
 }
 
+/// The partition of `slot` that receives payload target `target`.
+fn target_partition<'b>(
+    board: &'b Board,
+    slot: Slot,
+    target: &str,
+) -> Result<&'b crate::board::Partition, Error> {
+    board.slot_partition(slot, target).ok_or_else(|| {
+        Error::Policy(crate::error::PolicyError::MissingTarget {
+            target: target.to_string(),
+        })
+    })
+}
+
 /// Writes payloads into one slot's partitions.
 pub struct SlotSink<'a> {
     pub disk: &'a Disk,
@@ -107,14 +120,7 @@ impl<'a> SlotSink<'a> {
 
 impl PayloadSink for SlotSink<'_> {
     fn begin(&mut self, _index: usize, p: &Payload, resumed_at: usize) -> Result<(), Error> {
-        let part = self
-            .board
-            .slot_partition(self.slot, &p.target)
-            .ok_or_else(|| {
-                Error::Policy(crate::error::PolicyError::MissingTarget {
-                    target: p.target.clone(),
-                })
-            })?;
+        let part = target_partition(self.board, self.slot, &p.target)?;
         let e = self.disk.partition(&part.name)?;
         if p.installed_size > e.len() {
             return Err(crate::error::PolicyError::TooLarge {
@@ -396,14 +402,7 @@ impl SlotWriter for StreamWriter<'_> {
             .payloads
             .get(index)
             .ok_or_else(|| Error::Internal(format!("no payload {index} to verify")))?;
-        let part = self
-            .board
-            .slot_partition(self.slot, &p.target)
-            .ok_or_else(|| {
-                Error::Policy(crate::error::PolicyError::MissingTarget {
-                    target: p.target.clone(),
-                })
-            })?;
+        let part = target_partition(self.board, self.slot, &p.target)?;
         let e = self.disk.partition(&part.name)?;
         if read_back(self.disk, e.offset(), p.installed_size)? != p.installed_sha256 {
             return Err(Error::ReadBack {

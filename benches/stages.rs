@@ -203,13 +203,16 @@ fn main() {
     let mut ed = Vec::new();
     for msg_len in [1024usize, 128 * 1024] {
         let msg: Vec<u8> = (0..msg_len).map(|i| (i * 31 % 251) as u8).collect();
-        let sigs: Vec<SignatureEntry> = vec![key.sign(&msg)];
+        let sigs: Vec<SignatureEntry> = vec![key.sign(ferry::bundle::keys::Context::Bundle, &msg)];
         let iters = if msg_len <= 1024 { 2000 } else { 500 };
         let mut times = Vec::new();
         for _ in 0..ROUNDS {
             let t = Instant::now();
             for _ in 0..iters {
-                black_box(ring.verify(black_box(&msg), &sigs).unwrap());
+                black_box(
+                    ring.verify(ferry::bundle::keys::Context::Bundle, black_box(&msg), &sigs)
+                        .unwrap(),
+                );
             }
             times.push(iters as f64 / t.elapsed().as_secs_f64());
         }

@@ -16,7 +16,8 @@
 use crate::error::BundleError;
 
 pub const MAGIC: &[u8; 8] = b"FERRYBDL";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: manifest signatures are domain-separated (`keys::Context::Bundle`).
+pub const FORMAT_VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 24;
 /// Hard limit on the manifest size, checked before any allocation.
 pub const MAX_MANIFEST: u32 = 8 << 20;
@@ -159,7 +160,7 @@ mod tests {
     #[test]
     fn header_round_trip_and_limits() {
         let h = Header {
-            format: 1,
+            format: FORMAT_VERSION,
             manifest_len: 100,
             sigs_len: 72,
         };
@@ -180,11 +181,14 @@ mod tests {
             Err(BundleError::ManifestTooLarge { .. })
         ));
 
-        let v2 = Header { format: 2, ..h }.encode();
-        assert!(matches!(
-            Header::parse(&v2),
-            Err(BundleError::UnsupportedFormat(2))
-        ));
+        // format 1 (signatures without a domain prefix) and a future 3 are refused
+        for other in [1, 3] {
+            let v = Header { format: other, ..h }.encode();
+            assert!(matches!(
+                Header::parse(&v),
+                Err(BundleError::UnsupportedFormat(n)) if n == other
+            ));
+        }
 
         let odd = Header { sigs_len: 71, ..h }.encode();
         assert!(matches!(

@@ -99,11 +99,41 @@ impl SecretKey {
         Ok(Self::from_seed(it.next().unwrap_or("unnamed"), seed))
     }
 
-    pub fn sign(&self, msg: &[u8]) -> SignatureEntry {
+    /// Sign `msg` for one use: the signed message is the context's prefix
+    /// and `msg`, so a signature made for one kind of document can never
+    /// pass as another's.
+    pub fn sign(&self, ctx: Context, msg: &[u8]) -> SignatureEntry {
         SignatureEntry {
             key_id: key_id(&self.key.verifying_key()),
-            signature: self.key.sign(msg).to_bytes(),
+            signature: self.key.sign(&ctx.message(msg)).to_bytes(),
         }
+    }
+}
+
+/// What a signature is for (domain separation): the bytes signed are
+/// `prefix || document`, with a prefix per kind of document and format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// A bundle manifest (bundle format 2).
+    Bundle,
+    /// A release feed index (feed format 2).
+    Feed,
+}
+
+impl Context {
+    pub fn prefix(self) -> &'static [u8] {
+        match self {
+            Context::Bundle => b"ferry-bundle-v2\0",
+            Context::Feed => b"ferry-feed-v2\0",
+        }
+    }
+
+    /// The exact bytes a signature covers.
+    pub fn message(self, doc: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(self.prefix().len() + doc.len());
+        m.extend_from_slice(self.prefix());
+        m.extend_from_slice(doc);
+        m
     }
 }
 
@@ -136,7 +166,14 @@ impl Keyring {
     /// keys whose signatures verified. Signatures by unknown keys are ignored
     /// (a removed key is a revoked key); a bad signature by a trusted key is
     /// an error, since it means the bytes were altered.
-    pub fn verify(&self, msg: &[u8], sigs: &[SignatureEntry]) -> Result<Vec<[u8; 8]>, BundleError> {
+    pub fn verify(
+        &self,
+        ctx: Context,
+        doc: &[u8],
+        sigs: &[SignatureEntry],
+    ) -> Result<Vec<[u8; 8]>, BundleError> {
+        let msg = ctx.message(doc);
+        let msg = msg.as_slice();
         let mut ok: Vec<[u8; 8]> = Vec::new();
         for s in sigs {
             let Some(k) = self.keys.iter().find(|k| k.id() == s.key_id) else {
@@ -188,29 +225,59 @@ mod tests {
         let msg = b"manifest";
         let ring = Keyring::new(vec![a.public(), b.public()], 2);
         // two signatures by the same key count once
-        let same = [a.sign(msg), a.sign(msg)];
+        let same = [a.sign(Context::Bundle, msg), a.sign(Context::Bundle, msg)];
         assert!(matches!(
-            ring.verify(msg, &same),
+            ring.verify(Context::Bundle, msg, &same),
             Err(BundleError::NotEnoughSignatures {
                 valid: 1,
                 required: 2
             })
         ));
         // an untrusted signer does not count
-        let untrusted = [a.sign(msg), c.sign(msg)];
+        let untrusted = [a.sign(Context::Bundle, msg), c.sign(Context::Bundle, msg)];
         assert!(matches!(
-            ring.verify(msg, &untrusted),
+            ring.verify(Context::Bundle, msg, &untrusted),
             Err(BundleError::NotEnoughSignatures { valid: 1, .. })
         ));
         assert_eq!(
-            ring.verify(msg, &[a.sign(msg), b.sign(msg)]).unwrap().len(),
+            ring.verify(
+                Context::Bundle,
+                msg,
+                &[a.sign(Context::Bundle, msg), b.sign(Context::Bundle, msg)]
+            )
+            .unwrap()
+            .len(),
             2
         );
         // a trusted signature over other bytes is tampering
-        let wrong = [a.sign(b"other"), b.sign(msg)];
+        let wrong = [
+            a.sign(Context::Bundle, b"other"),
+            b.sign(Context::Bundle, msg),
+        ];
         assert!(matches!(
-            ring.verify(msg, &wrong),
+            ring.verify(Context::Bundle, msg, &wrong),
             Err(BundleError::BadSignature { .. })
         ));
+    }
+
+    #[test]
+    fn a_signature_is_bound_to_its_kind_of_document() {
+        let k = key(7);
+        let ring = Keyring::new(vec![PublicKey::parse(&k.public().encode()).unwrap()], 1);
+        let doc = br#"{"format":2,"serial":18446744073709551615}"#;
+        let as_feed = [k.sign(Context::Feed, doc)];
+        assert!(ring.verify(Context::Feed, doc, &as_feed).is_ok());
+        // a threshold co-signer asked to sign "a bundle manifest" that is really a
+        // feed index: that signature never verifies as a feed's
+        let as_bundle = [k.sign(Context::Bundle, doc)];
+        assert!(ring.verify(Context::Feed, doc, &as_bundle).is_err());
+        assert!(ring.verify(Context::Bundle, doc, &as_feed).is_err());
+        // nor does a signature over the bare bytes (format 1)
+        use ed25519_dalek::Signer as _;
+        let bare = [SignatureEntry {
+            key_id: as_feed[0].key_id,
+            signature: k.key.sign(doc).to_bytes(),
+        }];
+        assert!(ring.verify(Context::Feed, doc, &bare).is_err());
     }
 }

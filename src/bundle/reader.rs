@@ -84,7 +84,7 @@ pub fn open(r: &mut impl Read, keyring: Option<&Keyring>) -> Result<OpenedBundle
     read_exact_or(r, &mut sbytes, "signature block")?;
     let sigs = parse_signatures(&sbytes)?;
     let signers = match keyring {
-        Some(k) => k.verify(&mbytes, &sigs)?,
+        Some(k) => k.verify(super::keys::Context::Bundle, &mbytes, &sigs)?,
         None => Vec::new(),
     };
     let manifest = Manifest::parse(&mbytes)?;

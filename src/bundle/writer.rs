@@ -108,7 +108,10 @@ pub fn create(
             }
             .into());
         }
-        let sigs: Vec<_> = keys.iter().map(|k| k.sign(&mbytes)).collect();
+        let sigs: Vec<_> = keys
+            .iter()
+            .map(|k| k.sign(super::keys::Context::Bundle, &mbytes))
+            .collect();
         let sbytes = encode_signatures(&sigs);
         let header = Header {
             format: FORMAT_VERSION,
@@ -231,7 +234,7 @@ pub fn sign(input: &Path, key: &SecretKey, replace: bool, output: &Path) -> Resu
     } else {
         parse_signatures(&sbytes)?
     };
-    let new = key.sign(&mbytes);
+    let new = key.sign(super::keys::Context::Bundle, &mbytes);
     sigs.retain(|s| s.key_id != new.key_id);
     sigs.push(new);
     if sigs.len() > super::format::MAX_SIGNATURES {

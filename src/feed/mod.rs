@@ -18,7 +18,8 @@ use crate::bundle::format::{hex, unhex, SignatureEntry};
 use crate::bundle::{Keyring, Sha256Digest};
 use crate::error::BundleError;
 
-pub const FEED_FORMAT: u32 = 1;
+/// 2: signatures are domain-separated (`bundle::keys::Context::Feed`).
+pub const FEED_FORMAT: u32 = 2;
 /// Hard limit on an index document and its signature file.
 pub const MAX_INDEX: usize = 4 << 20;
 pub const MAX_SIG_FILE: usize = 16 << 10;
@@ -142,12 +143,14 @@ pub fn verify(
         )));
     }
     let sigs = parse_sigs(sig_text)?;
-    keyring.verify(index, &sigs).map_err(|e| match e {
-        BundleError::NotEnoughSignatures { .. } | BundleError::BadSignature { .. } => {
-            FeedError::Untrusted(e.to_string())
-        }
-        other => FeedError::Malformed(other.to_string()),
-    })?;
+    keyring
+        .verify(crate::bundle::keys::Context::Feed, index, &sigs)
+        .map_err(|e| match e {
+            BundleError::NotEnoughSignatures { .. } | BundleError::BadSignature { .. } => {
+                FeedError::Untrusted(e.to_string())
+            }
+            other => FeedError::Malformed(other.to_string()),
+        })?;
     let idx: Index =
         serde_json::from_slice(index).map_err(|e| FeedError::Malformed(e.to_string()))?;
     if idx.format != FEED_FORMAT {
@@ -218,7 +221,7 @@ mod tests {
 
     fn index(serial: u64, expires: u64) -> Index {
         Index {
-            format: 1,
+            format: FEED_FORMAT,
             channel: "stable".into(),
             serial,
             created: 100,
@@ -240,7 +243,7 @@ mod tests {
 
     fn signed(i: &Index, k: &SecretKey) -> (Vec<u8>, String) {
         let b = serde_json::to_vec(i).unwrap();
-        let s = encode_sigs(&[k.sign(&b)]);
+        let s = encode_sigs(&[k.sign(crate::bundle::keys::Context::Feed, &b)]);
         (b, s)
     }
 

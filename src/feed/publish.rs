@@ -85,7 +85,11 @@ pub fn publish(p: Publish) -> Result<Index, Error> {
     idx.created = p.now;
     idx.expires = p.now + p.expires_in;
     let bytes = serde_json::to_vec_pretty(&idx).map_err(|e| Error::Usage(e.to_string()))?;
-    let sigs: Vec<_> = p.keys.iter().map(|k| k.sign(&bytes)).collect();
+    let sigs: Vec<_> = p
+        .keys
+        .iter()
+        .map(|k| k.sign(crate::bundle::keys::Context::Feed, &bytes))
+        .collect();
     // a reader that fetches between the two renames sees a mismatch and retries
     write_durable(&dir.join("index.json.sig"), encode_sigs(&sigs).as_bytes())?;
     write_durable(&ipath, &bytes)?;

@@ -44,7 +44,7 @@ bytes_patch() { python3 -c "
 import sys; b = bytearray(open('$1','rb').read()); $3; open('$2','wb').write(b)"; }
 
 bytes_patch good.ferry x.ferry "b[0] ^= 0xff";                           fix bad-magic x.ferry 10 "not a ferry bundle"
-bytes_patch good.ferry x.ferry "b[8] = 2";                               fix unknown-format x.ferry 11 "unsupported bundle format version 2"
+bytes_patch good.ferry x.ferry "b[8] = 3";                               fix unknown-format x.ferry 11 "unsupported bundle format version 3"
 bytes_patch good.ferry x.ferry "b[12:16] = (8*1024*1024+1).to_bytes(4,'little')"; fix oversized-manifest x.ferry 13 "exceeds the limit"
 head -c 10 good.ferry > x.ferry;                                          fix truncated-header x.ferry 15 "truncated in header"
 head -c 300 good.ferry > x.ferry;                                         fix truncated-manifest x.ferry 15 "truncated in manifest"

@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let sig = String::from_utf8_lossy(sig);
     let _ = ferry::feed::verify(idx, &sig, &ring, "stable", 100, Some(1));
     // also with a valid signature over arbitrary bytes: exercises the JSON rules
-    let good = ferry::feed::encode_sigs(&[key.sign(data)]);
+    let good = ferry::feed::encode_sigs(&[key.sign(ferry::bundle::keys::Context::Feed, data)]);
     let _ = ferry::feed::verify(data, &good, &ring, "stable", 100, Some(1));
     let _ = ferry::feed::parse_sigs(&String::from_utf8_lossy(data));
 });

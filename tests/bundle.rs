@@ -183,8 +183,40 @@ fn create_verify_inspect_sign_round_trip() {
         s(&b),
     ];
     assert_eq!(ferry(&two).code, 18);
-    ok(&["bundle", "sign", "--key", s(&p.join("k2.key")), s(&b)]);
+    // a co-signer is shown what it signs and must confirm (no terminal: --yes)
+    let o = ferry(&["bundle", "sign", "--key", s(&p.join("k2.key")), s(&b)]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("without --yes"), "{}", o.stderr);
+    assert!(o.stderr.contains("manifest "), "{}", o.stderr);
+    let o = ferry(&[
+        "bundle",
+        "sign",
+        "--yes",
+        "--key",
+        s(&p.join("k2.key")),
+        s(&b),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("every payload checks out"),
+        "{}",
+        o.stderr
+    );
     ok(&two);
+    // a bundle whose payload was altered is not signed, whatever the holder says
+    let bad = repo().join("tests/data/flipped-payload-byte/bundle.ferry");
+    let copy = p.join("bad.ferry");
+    std::fs::copy(&bad, &copy).unwrap();
+    let o = ferry(&[
+        "bundle",
+        "sign",
+        "--yes",
+        "--key",
+        s(&p.join("k2.key")),
+        s(&copy),
+    ]);
+    assert_eq!(o.code, 20, "{}", o.stderr);
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&bad).unwrap());
     // a key that signed nothing here is not trusted
     let o = ferry(&[
         "bundle",

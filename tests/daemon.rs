@@ -373,3 +373,59 @@ fn control_socket_is_root_only_and_answers() {
         assert!(err.contains("connect to the daemon"), "{err}");
     }
 }
+
+/// `feed publish` lists only a bundle that verifies in full: by default
+/// against the feed's own keys, or against `--trust` / `--keyring`.
+#[test]
+fn publish_verifies_the_bundle_it_lists() {
+    let dev = Device::new();
+    let f = feed(&dev);
+    ok(&["key", "generate", "release", "--dir", s(dev.dir.path())]);
+    let b = dev.bundle(
+        "1.1.0",
+        2,
+        "v2.ferry",
+        &["--key", s(&dev.path("release.key"))],
+    );
+    // signed by dev.key and release.key: fine by default
+    publish(&dev, &f, &b, &[]);
+    // a bundle signed only by a key the feed does not trust
+    let other = dev.path("other.ferry");
+    std::fs::copy(&b, &other).unwrap();
+    ok(&[
+        "bundle",
+        "sign",
+        "--yes",
+        "--replace",
+        "--key",
+        s(&dev.path("release.key")),
+        s(&other),
+    ]);
+    let index = f.root.path().join("stable/index.json");
+    let before = std::fs::read(&index).unwrap();
+    let devkey = dev.path("dev.key");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "feed",
+            "publish",
+            "--feed",
+            s(f.root.path()),
+            "--channel",
+            "stable",
+            "--bundle",
+            s(&other),
+            "--key",
+            s(&devkey),
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+    };
+    let a = args(&[]);
+    let o = ferry(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    assert_eq!(o.code, 18, "{}", o.stderr);
+    assert_eq!(std::fs::read(&index).unwrap(), before, "the index changed");
+    // trusted explicitly (the release key is a separate role): listed
+    let a = args(&["--trust", s(&dev.path("release.pub"))]);
+    let o = ferry(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+}

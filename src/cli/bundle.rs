@@ -160,3 +160,58 @@ pub fn create(a: CreateArgs, quiet: bool) -> Result<(), Error> {
     );
     Ok(())
 }
+
+/// Before a key holder adds a signature: the manifest must obey its rules
+/// and every chunk and payload digest must hold (the bundle is read whole,
+/// unauthenticated), and what is being signed is shown; on a terminal the
+/// holder confirms, without one `--yes` is required.
+pub fn review_for_signing(file: &Path, yes: bool) -> Result<(), Error> {
+    use std::io::IsTerminal as _;
+    let f = std::fs::File::open(file).map_err(|e| Error::io("open bundle", file, e))?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let b = crate::bundle::reader::open(&mut r, None)?;
+    let mut sink = crate::bundle::reader::DigestSink::default();
+    crate::bundle::reader::stream(r, &b, Default::default(), true, &mut sink)?;
+    let m = &b.manifest;
+    eprintln!("bundle   {}", file.display());
+    eprintln!("version  {}", m.version);
+    eprintln!("board    {}", m.compatible);
+    eprintln!("manifest {}", b.manifest_digest);
+    for p in &m.payloads {
+        eprintln!(
+            "payload  {} -> {} ({} bytes, sha256 {})",
+            p.name, p.target, p.installed_size, p.installed_sha256
+        );
+    }
+    eprintln!(
+        "signed   by {} key(s) so far; every payload checks out",
+        b.signature_ids.len()
+    );
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "refusing to sign without --yes (no terminal to confirm on)".into(),
+        ));
+    }
+    eprint!("Sign this bundle? [y/N] ");
+    let mut a = String::new();
+    let _ = std::io::stdin().read_line(&mut a);
+    if !matches!(a.trim(), "y" | "Y" | "yes") {
+        return Err(Error::Usage("not confirmed".into()));
+    }
+    Ok(())
+}
+
+/// `feed publish` lists only a bundle that verifies in full against `ring`.
+pub fn verify_for_publish(file: &Path, ring: &crate::bundle::Keyring) -> Result<(), Error> {
+    let f = std::fs::File::open(file).map_err(|e| Error::io("open bundle", file, e))?;
+    let mut sink = crate::bundle::reader::DigestSink::default();
+    crate::bundle::reader::verify(
+        std::io::BufReader::with_capacity(1 << 20, f),
+        ring,
+        &mut sink,
+    )?;
+    Ok(())
+}

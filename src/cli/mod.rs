@@ -201,6 +201,13 @@ enum BundleCmd {
         /// Output (default: rewrite the input).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Sign without asking (required without a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Skip checking the manifest rules and payload digests before
+        /// signing (only for building bad-input test fixtures).
+        #[arg(long, hide = true)]
+        no_review: bool,
     },
     /// Check signatures and every payload digest; exit 0 only if all hold.
     Verify {
@@ -236,6 +243,16 @@ enum FeedCmd {
         /// Publication time (Unix seconds), default now.
         #[arg(long)]
         now: Option<u64>,
+        /// Keys the bundle must be signed by (default: the public halves of
+        /// the feed's own keys); the bundle is verified in full first.
+        #[arg(long = "trust")]
+        trust: Vec<PathBuf>,
+        /// Directory of trusted *.pub files for the bundle (repeatable).
+        #[arg(long)]
+        keyring: Vec<PathBuf>,
+        /// Distinct trusted bundle signatures required.
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
     },
 }
 
@@ -339,8 +356,13 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             key,
             replace,
             output,
+            yes,
+            no_review,
         }) => {
             let k = crate::io::keyfiles::read_secret(&key)?;
+            if !no_review {
+                bundle::review_for_signing(&file, yes)?;
+            }
             let out = output.unwrap_or_else(|| file.clone());
             let n = crate::bundle::writer::sign(&file, &k, replace, &out)?;
             println!("{}: {n} signature(s)", out.display());
@@ -392,11 +414,21 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             keys,
             expires_in,
             now,
+            trust,
+            keyring,
+            threshold,
         }) => {
             let keys = keys
                 .iter()
                 .map(|k| crate::io::keyfiles::read_secret(k))
                 .collect::<Result<Vec<_>, _>>()?;
+            // a feed lists only a bundle that verifies in full
+            let ring = if trust.is_empty() && keyring.is_empty() {
+                crate::bundle::Keyring::new(keys.iter().map(|k| k.public()).collect(), threshold)
+            } else {
+                crate::io::keyfiles::load_keyring(&trust, &keyring, threshold)?
+            };
+            bundle::verify_for_publish(&bundle, &ring)?;
             let now = now.unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

@@ -260,3 +260,113 @@ fn flipping_any_byte_is_caught() {
     }
     assert!(tried > 60);
 }
+
+/// Keys from OpenSSL work as they are, ferry's keys export to what OpenSSL
+/// reads, and a signer outside ferry (here `openssl pkeyutl`, standing in
+/// for an HSM or KMS) adds a threshold signature through `--sign-command`.
+#[test]
+fn openssl_keys_and_an_external_signer() {
+    use std::process::Command;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let sh = |c: &str| {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .current_dir(p)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{c}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    sh("openssl genpkey -algorithm ed25519 -out root.pem && openssl pkey -in root.pem -pubout -out root.pub.pem");
+    sh("openssl genpkey -algorithm ed25519 -out hsm.pem && openssl pkey -in hsm.pem -pubout -out hsm.pub.pem");
+    std::fs::write(p.join("k"), payload(1, 100_000)).unwrap();
+    std::fs::write(p.join("r"), payload(2, 300_000)).unwrap();
+    std::fs::write(p.join("s"), payload(3, 10_000)).unwrap();
+    let b = p.join("b.ferry");
+    ok(&[
+        "bundle",
+        "create",
+        "-q",
+        "--board",
+        "qemu-aarch64-virt",
+        "--version",
+        "1.0.0",
+        "--kernel",
+        s(&p.join("k")),
+        "--rootfs",
+        s(&p.join("r")),
+        "--k3s",
+        s(&p.join("s")),
+        "--key",
+        s(&p.join("root.pem")),
+        "-o",
+        s(&b),
+    ]);
+    ok(&[
+        "bundle",
+        "verify",
+        "--key",
+        s(&p.join("root.pub.pem")),
+        s(&b),
+    ]);
+    // ferry's export is what openssl derives
+    let exported = ok(&["key", "export", s(&p.join("root.pub.pem"))]);
+    assert_eq!(
+        exported,
+        std::fs::read_to_string(p.join("root.pub.pem")).unwrap()
+    );
+    ok(&["key", "generate", "own", "--dir", s(p)]);
+    let pem = ok(&["key", "export", s(&p.join("own.key"))]);
+    std::fs::write(p.join("own.pem"), pem).unwrap();
+    let from_openssl = sh("openssl pkey -in own.pem -pubout");
+    let ours = ok(&["key", "export", s(&p.join("own.pub"))]);
+    assert_eq!(from_openssl, ours);
+    // the HSM stand-in signs what ferry gives it on stdin
+    let cmd = format!(
+        "f=$(mktemp) && cat > $f && openssl pkeyutl -sign -inkey {} -rawin -in $f; r=$?; rm -f $f; exit $r",
+        p.join("hsm.pem").display()
+    );
+    let (rp, hp) = (p.join("root.pub.pem"), p.join("hsm.pub.pem"));
+    let two = [
+        "bundle",
+        "verify",
+        "--key",
+        s(&rp),
+        "--key",
+        s(&hp),
+        "--threshold",
+        "2",
+        s(&b),
+    ];
+    assert_eq!(ferry(&two).code, 18);
+    ok(&[
+        "bundle",
+        "sign",
+        "--yes",
+        "--sign-command",
+        &cmd,
+        "--signer",
+        s(&p.join("hsm.pub.pem")),
+        s(&b),
+    ]);
+    ok(&two);
+    // a signer that signs with another key than it claims is caught
+    let o = ferry(&[
+        "bundle",
+        "sign",
+        "--yes",
+        "--sign-command",
+        &cmd,
+        "--signer",
+        s(&p.join("root.pub.pem")),
+        s(&b),
+    ]);
+    assert_eq!(o.code, 50, "{}", o.stderr);
+    assert!(o.stderr.contains("does not verify"), "{}", o.stderr);
+}

@@ -37,6 +37,17 @@ impl PublicKey {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(der) = super::pem::pem_block(text, "PUBLIC KEY") {
+            let bytes = super::pem::key_from_spki(&der?)?;
+            let key = VerifyingKey::from_bytes(&bytes).map_err(|_| "not a valid ed25519 point")?;
+            if key.is_weak() {
+                return Err("weak ed25519 key refused".into());
+            }
+            return Ok(Self {
+                name: "pem".into(),
+                key,
+            });
+        }
         let mut it = text.split_whitespace();
         if it.next() != Some(PUB_TAG) {
             return Err(format!("not a ferry public key (expected {PUB_TAG})"));
@@ -88,6 +99,9 @@ impl SecretKey {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(der) = super::pem::pem_block(text, "PRIVATE KEY") {
+            return Ok(Self::from_seed("pem", super::pem::seed_from_pkcs8(&der?)?));
+        }
         let mut it = text.split_whitespace();
         if it.next() != Some(SECRET_TAG) {
             return Err(format!("not a ferry secret key (expected {SECRET_TAG})"));

@@ -4,6 +4,7 @@
 pub mod format;
 pub mod keys;
 pub mod manifest;
+pub mod pem;
 pub mod reader;
 #[cfg(feature = "host")]
 pub mod writer;

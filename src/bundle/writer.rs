@@ -216,7 +216,15 @@ pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Add a signature to an existing bundle (threshold signing by several key
 /// holders), or replace all signatures. The manifest bytes are not parsed
 /// or changed: what is signed is exactly what was there.
-pub fn sign(input: &Path, key: &SecretKey, replace: bool, output: &Path) -> Result<usize, Error> {
+pub fn sign(
+    input: &Path,
+    signer: &mut dyn FnMut(
+        super::keys::Context,
+        &[u8],
+    ) -> Result<super::format::SignatureEntry, Error>,
+    replace: bool,
+    output: &Path,
+) -> Result<usize, Error> {
     use super::format::{parse_signatures, HEADER_LEN};
     let mut f = File::open(input).map_err(|e| Error::io("open bundle", input, e))?;
     let mut hb = [0u8; HEADER_LEN];
@@ -234,7 +242,7 @@ pub fn sign(input: &Path, key: &SecretKey, replace: bool, output: &Path) -> Resu
     } else {
         parse_signatures(&sbytes)?
     };
-    let new = key.sign(super::keys::Context::Bundle, &mbytes);
+    let new = signer(super::keys::Context::Bundle, &mbytes)?;
     sigs.retain(|s| s.key_id != new.key_id);
     sigs.push(new);
     if sigs.len() > super::format::MAX_SIGNATURES {

@@ -58,3 +58,14 @@ pub fn generate(name: &str, dir: &Path) -> Result<(), Error> {
     );
     Ok(())
 }
+
+/// `ferry key export FILE`: the key as PEM on stdout.
+pub fn export(file: &Path) -> Result<(), Error> {
+    if let Ok(k) = crate::io::keyfiles::read_public(file) {
+        print!("{}", crate::bundle::pem::spki_pem(k.key.as_bytes()));
+        return Ok(());
+    }
+    let k = crate::io::keyfiles::read_secret(file)?;
+    print!("{}", crate::bundle::pem::pkcs8_pem(&k.key.to_bytes()));
+    Ok(())
+}

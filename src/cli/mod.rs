@@ -138,6 +138,9 @@ enum KeyCmd {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Print a key as PEM: a secret key as PKCS#8, a public key as
+    /// SubjectPublicKeyInfo (what OpenSSL, HSM and KMS tools import).
+    Export { file: PathBuf },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -193,8 +196,20 @@ enum BundleCmd {
     #[cfg(feature = "host")]
     Sign {
         file: PathBuf,
+        /// Secret key file (ferry format, or an Ed25519 PKCS#8 PEM).
+        #[arg(
+            long,
+            required_unless_present = "sign_command",
+            conflicts_with = "sign_command"
+        )]
+        key: Option<PathBuf>,
+        /// Sign with an external command instead (HSM, KMS, PKCS#11): it reads
+        /// the bytes to sign on stdin and prints the signature (raw or hex).
+        #[arg(long, requires = "signer")]
+        sign_command: Option<String>,
+        /// The public key of the external signer (checked against its signature).
         #[arg(long)]
-        key: PathBuf,
+        signer: Option<PathBuf>,
         /// Drop existing signatures first.
         #[arg(long)]
         replace: bool,
@@ -288,6 +303,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
     let quiet = cli.quiet;
     match cli.cmd {
         Cmd::Key(KeyCmd::Generate { name, dir }) => key::generate(&name, &dir).map(|_| 0),
+        Cmd::Key(KeyCmd::Export { file }) => key::export(&file).map(|_| 0),
         #[cfg(feature = "host")]
         Cmd::Bundle(BundleCmd::Create {
             board,
@@ -358,13 +374,34 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             output,
             yes,
             no_review,
+            sign_command,
+            signer,
         }) => {
-            let k = crate::io::keyfiles::read_secret(&key)?;
+            let mut sign: Box<
+                dyn FnMut(
+                    crate::bundle::keys::Context,
+                    &[u8],
+                ) -> Result<crate::bundle::format::SignatureEntry, Error>,
+            > = match (key, sign_command, signer) {
+                (Some(k), _, _) => {
+                    let k = crate::io::keyfiles::read_secret(&k)?;
+                    Box::new(move |ctx, doc| Ok(k.sign(ctx, doc)))
+                }
+                (None, Some(cmd), Some(p)) => {
+                    let p = crate::io::keyfiles::read_public(&p)?;
+                    Box::new(crate::io::keyfiles::command_signer(cmd, p))
+                }
+                _ => {
+                    return Err(Error::Usage(
+                        "give --key, or --sign-command with --signer".into(),
+                    ))
+                }
+            };
             if !no_review {
                 bundle::review_for_signing(&file, yes)?;
             }
             let out = output.unwrap_or_else(|| file.clone());
-            let n = crate::bundle::writer::sign(&file, &k, replace, &out)?;
+            let n = crate::bundle::writer::sign(&file, &mut *sign, replace, &out)?;
             println!("{}: {n} signature(s)", out.display());
             Ok(0)
         }

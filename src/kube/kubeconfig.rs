@@ -132,38 +132,7 @@ fn parse_doc(text: &str) -> Result<Doc, String> {
     Ok(doc)
 }
 
-/// Decode standard base64 (with or without padding, whitespace ignored).
-pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
-    fn val(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let clean: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let data = clean
-        .strip_suffix(b"==")
-        .or_else(|| clean.strip_suffix(b"="))
-        .unwrap_or(&clean);
-    if data.len() % 4 == 1 || (data.len() != clean.len() && clean.len() % 4 != 0) {
-        return Err("bad base64 length".into());
-    }
-    let mut out = Vec::with_capacity(data.len() * 3 / 4);
-    for chunk in data.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            let v = val(c).ok_or_else(|| format!("bad base64 character {:?}", c as char))?;
-            acc |= v << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Ok(out)
-}
+pub use crate::bundle::pem::base64_decode;
 
 /// Pick the entry named `name`, or the only entry when no name is given.
 fn named<'a>(list: &'a [Item], name: Option<&String>, what: &str) -> Result<&'a Item, String> {

@@ -77,6 +77,51 @@ fn install_url_that_keeps_dropping_is_a_network_error() {
     assert!(dev.holds("rootfs_b", "rootfs-3"));
 }
 
+/// Slow retrieval (Uptane): an index that arrives one byte every 100 ms is
+/// never idle long enough to time out, but falls below the minimum rate and
+/// is abandoned; a server that answers a range request with the whole body
+/// is skipped to the offset instead of failing every later attempt.
+#[test]
+fn slow_retrieval_and_a_server_that_ignores_range() {
+    let dev = Device::new();
+    let f = feed(&dev);
+    let b = dev.bundle("1.1.0", 3, "v2.ferry", &[]);
+    publish(&dev, &f, &b, &[]);
+    f.server.fault("/stable/index.json", Fault::Trickle);
+    let t = std::time::Instant::now();
+    let o = dev.run(&["daemon", "--once"]);
+    assert_eq!(o.code, 61, "{}", o.stderr);
+    assert!(o.stderr.contains("minimum rate"), "{}", o.stderr);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    // a drop mid-bundle, then a server that ignores Range on the resume
+    let size = std::fs::metadata(&b).unwrap().len();
+    let path = bundle_path(&f, "1.1.0");
+    f.server.fault(&path, Fault::DropAfter(size / 2));
+    f.server.fault(&path, Fault::IgnoreRange);
+    let o = dev.run(&["daemon", "--once"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("ignored the range request"),
+        "{}",
+        o.stderr
+    );
+    let reqs: Vec<u64> = f
+        .server
+        .requests()
+        .into_iter()
+        .filter(|(p, _)| *p == path)
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(reqs[1] > 0, "{reqs:?}");
+    assert_eq!(dev.status()["state"], "installed");
+    assert!(dev.holds("rootfs_b", "rootfs-3"));
+}
+
 #[test]
 fn network_drop_resumes_with_range() {
     let dev = Device::new();

@@ -170,6 +170,7 @@ pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Resu
         // the configured stall timeout, as the daemon uses it
         if let Some(f) = &fc {
             client.idle_timeout = std::time::Duration::from_secs(f.idle_timeout_s.max(1));
+            client.min_rate_bps = f.min_rate_bps;
         }
         let f = crate::daemon::ota::Fetcher {
             rt: rt.handle().clone(),

@@ -355,6 +355,7 @@ fn fetcher(
         detail: e.to_string(),
     })?;
     client.idle_timeout = Duration::from_secs(f.idle_timeout_s.max(1));
+    client.min_rate_bps = f.min_rate_bps;
     Ok(ota::Fetcher {
         rt,
         client,

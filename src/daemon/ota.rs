@@ -45,6 +45,8 @@ struct HttpReader {
     resp: Response,
     buf: Bytes,
     received: Arc<AtomicU64>,
+    /// Bytes still to drop from the front of the body (a 200 to a range request).
+    skip: u64,
 }
 
 impl Read for HttpReader {
@@ -53,7 +55,9 @@ impl Read for HttpReader {
             match self.rt.block_on(self.resp.chunk()) {
                 Ok(Some(b)) => {
                     self.received.fetch_add(b.len() as u64, Ordering::Relaxed);
-                    self.buf = b;
+                    let drop = (self.skip.min(b.len() as u64)) as usize;
+                    self.skip -= drop as u64;
+                    self.buf = b.slice(drop..);
                 }
                 Ok(None) => return Ok(0),
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
@@ -86,11 +90,16 @@ impl Fetcher {
                 ))
             }
             (200, f) => {
-                return Err(net_err(
-                    "GET",
-                    url,
-                    format!("server ignored the range request from byte {f}"),
-                ))
+                // the server ignores Range: take the whole body again and
+                // skip what is already written (a clean restart on the wire)
+                tracing::warn!(url = %url.redacted(), from = f, "server ignored the range request; skipping to the offset");
+                return Ok(HttpReader {
+                    rt: self.rt.clone(),
+                    resp,
+                    buf: Bytes::new(),
+                    received: self.received.clone(),
+                    skip: f,
+                });
             }
             (s, _) => return Err(net_err("GET", url, format!("HTTP status {s}"))),
         }
@@ -99,6 +108,7 @@ impl Fetcher {
             resp,
             buf: Bytes::new(),
             received: self.received.clone(),
+            skip: 0,
         })
     }
 }

@@ -118,6 +118,11 @@ pub struct FeedConfig {
     /// Seconds to wait for the next bytes before a connection counts as stalled.
     #[serde(default = "default_idle")]
     pub idle_timeout_s: u64,
+    /// After the first `idle_timeout_s` of a transfer, abandon it when it
+    /// averages fewer bytes per second than this (a slow-retrieval attack or
+    /// a dying link; it is resumed later). 0: off.
+    #[serde(default = "default_min_rate")]
+    pub min_rate_bps: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,6 +179,9 @@ fn one() -> usize {
 }
 fn default_cmdline() -> PathBuf {
     "/proc/cmdline".into()
+}
+fn default_min_rate() -> u64 {
+    1024
 }
 fn default_boot_id() -> PathBuf {
     "/proc/sys/kernel/random/boot_id".into()

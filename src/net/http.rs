@@ -60,6 +60,10 @@ pub struct Client {
     pub connect_timeout: Duration,
     /// Longest wait for response headers or for the next body bytes.
     pub idle_timeout: Duration,
+    /// Slow-retrieval defence (Uptane): once `idle_timeout` has passed since
+    /// a body started, it must have arrived at this average rate (bytes/s) or
+    /// faster, or the transfer is abandoned. 0 switches the check off.
+    pub min_rate_bps: u64,
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
@@ -138,6 +142,7 @@ impl Client {
             allow_http: o.allow_http,
             connect_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(30),
+            min_rate_bps: 1024,
         })
     }
 
@@ -244,6 +249,9 @@ impl Client {
             content_range_start,
             body: resp.into_body(),
             idle: self.idle_timeout,
+            min_rate: self.min_rate_bps,
+            started: tokio::time::Instant::now(),
+            received: 0,
         })
     }
 }
@@ -254,6 +262,9 @@ pub struct Response {
     pub content_range_start: Option<u64>,
     body: Incoming,
     idle: Duration,
+    min_rate: u64,
+    started: tokio::time::Instant,
+    received: u64,
 }
 
 impl Response {
@@ -269,6 +280,18 @@ impl Response {
                 Some(Ok(fr)) => {
                     if let Ok(d) = fr.into_data() {
                         if !d.is_empty() {
+                            self.received += d.len() as u64;
+                            let t = self.started.elapsed();
+                            // a trickle (one byte every few seconds) never trips
+                            // the idle timeout: the average rate catches it
+                            if self.min_rate > 0
+                                && t > self.idle
+                                && (self.received as f64) < self.min_rate as f64 * t.as_secs_f64()
+                            {
+                                return Err(HttpError::Timeout(
+                                    "the transfer is slower than the minimum rate (min_rate_bps)",
+                                ));
+                            }
                             return Ok(Some(d));
                         }
                     }

@@ -18,6 +18,10 @@ pub enum Fault {
     StallAfter(u64),
     /// Serve these bytes instead of the file.
     Replace(Vec<u8>),
+    /// One body byte every 100 ms (slow retrieval: never idle, never done).
+    Trickle,
+    /// Answer a range request with 200 and the whole body.
+    IgnoreRange,
 }
 
 #[derive(Default)]
@@ -172,7 +176,11 @@ async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         data = other.clone();
     }
     let total = data.len() as u64;
-    let from = from.min(total);
+    let from = if let Some(Fault::IgnoreRange) = fault {
+        0
+    } else {
+        from.min(total)
+    };
     let body = &data[from as usize..];
     let head = if from > 0 {
         format!("HTTP/1.1 206 Partial Content\r\ncontent-length: {}\r\ncontent-range: bytes {from}-{}/{total}\r\nconnection: close\r\n\r\n", body.len(), total.saturating_sub(1))
@@ -187,6 +195,17 @@ async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         Some(Fault::DropAfter(n)) | Some(Fault::StallAfter(n)) => n.min(body.len() as u64) as usize,
         _ => body.len(),
     };
+    if let Some(Fault::Trickle) = fault {
+        // bounded: at most 60 s of trickling, then the connection closes
+        for byte in body.iter().take(600) {
+            if s.write_all(std::slice::from_ref(byte)).await.is_err() || s.flush().await.is_err() {
+                return Ok(());
+            }
+            st.served.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        return s.shutdown().await;
+    }
     for piece in body[..limit].chunks(64 << 10) {
         s.write_all(piece).await?;
         st.served.fetch_add(piece.len() as u64, Ordering::SeqCst);

@@ -281,7 +281,7 @@ fn provision_one_image_then_a_batch() {
 
     // a spreadsheet's CSV: byte-order mark; two rows naming one host, an
     // empty host name, and a feed URL with a token in its query
-    std::fs::write(&csv, "\u{feff}hostname,role,feed_url,feed_channel\nnode-c,server,https://feed.example/i.json?token=SECRET-Q,stable\nnode-d,server,,\nnode-d,server,,\n,server,,\n").unwrap();
+    std::fs::write(&csv, "\u{feff}hostname,role,feed_url,feed_channel,labels\nnode-c,server,https://feed.example/i.json?token=SECRET-Q,stable,zone=a\u{1}b\\c\nnode-d,server,,,\nnode-d,server,,,\n,server,,,\n").unwrap();
     let out2 = dev.path("factory2");
     let o = ferry(&[
         "provision",
@@ -309,6 +309,17 @@ fn provision_one_image_then_a_batch() {
     assert!(report.contains("appears in rows [2, 3]"), "{report}");
     assert!(report.contains("empty hostname"), "{report}");
     assert!(out2.join("node-c.img").exists());
+    // a control character and a backslash in a label: node.toml is still TOML
+    let t = debugfs(
+        &out2.join("node-c.img"),
+        p.offset(),
+        p.len(),
+        "cat provision/node.toml",
+        w.path(),
+    );
+    let n: ferry::io::provision::NodeConfig =
+        toml::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"));
+    assert_eq!(n.k3s.labels, vec!["zone=a\u{1}b\\c".to_string()]);
     assert!(!out2.join("node-d.img").exists() && !out2.join(".img").exists());
 }
 

@@ -314,37 +314,9 @@ fn toml_string(cfg: &NodeConfig) -> Result<String, Error> {
 }
 
 fn toml_ser(c: &NodeConfig) -> Result<String, Error> {
-    // toml is built with only the parser: serialise through JSON-ish TOML by hand
-    let v = serde_json::to_value(c).map_err(|e| bad(e.to_string()))?;
-    let mut out = String::new();
-    let mut tables = String::new();
-    if let serde_json::Value::Object(m) = v {
-        for (k, val) in m {
-            match val {
-                serde_json::Value::Object(t) => {
-                    tables.push_str(&format!("\n[{k}]\n"));
-                    for (tk, tv) in t {
-                        tables.push_str(&format!("{tk} = {}\n", toml_value(&tv)));
-                    }
-                }
-                other => out.push_str(&format!("{k} = {}\n", toml_value(&other))),
-            }
-        }
-    }
-    Ok(out + &tables)
-}
-
-fn toml_value(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
-        serde_json::Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(toml_value).collect::<Vec<_>>().join(", ")
-        ),
-        serde_json::Value::Bool(b) => b.to_string(),
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => "\"\"".into(),
-    }
+    // the toml crate's own writer: quoting and escapes as TOML defines them
+    // (a control character in a label stays a valid string)
+    toml::to_string(c).map_err(|e| bad(format!("node settings as TOML: {e}")))
 }
 
 fn tempfile_dir() -> Result<PathBuf, Error> {

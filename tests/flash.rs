@@ -281,7 +281,7 @@ fn provision_one_image_then_a_batch() {
 
     // a spreadsheet's CSV: byte-order mark; two rows naming one host, an
     // empty host name, and a feed URL with a token in its query
-    std::fs::write(&csv, "\u{feff}hostname,role,feed_url,feed_channel,labels\nnode-c,server,https://feed.example/i.json?token=SECRET-Q,stable,zone=a\u{1}b\\c\nnode-d,server,,,\nnode-d,server,,,\n,server,,,\n").unwrap();
+    std::fs::write(&csv, "\u{feff}hostname,role,feed_url,feed_channel,labels\nnode-c,server,https://feed.example/i.json?token=SECRET-Q,stable,zone=a\u{1}b\\c\nnode-e,server,,,\"zone=x,y\nz\"\nnode-d,server,,,\nnode-d,server,,,\n,server,,,\n").unwrap();
     let out2 = dev.path("factory2");
     let o = ferry(&[
         "provision",
@@ -296,7 +296,7 @@ fn provision_one_image_then_a_batch() {
     ]);
     assert_ne!(o.code, 0);
     assert!(
-        o.stdout.contains("1 ok, 3 failed"),
+        o.stdout.contains("1 ok, 4 failed"),
         "{}{}",
         o.stdout,
         o.stderr
@@ -306,7 +306,17 @@ fn provision_one_image_then_a_batch() {
         !report.contains("SECRET-Q"),
         "URL secret in report: {report}"
     );
-    assert!(report.contains("appears in rows [2, 3]"), "{report}");
+    assert!(report.contains("appears in rows [3, 4]"), "{report}");
+    // a quoted field with a comma and a line break is one field of one row
+    let rep: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(rep.as_array().map(|a| a.len()), Some(5), "{report}");
+    assert!(
+        rep[1]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains(r"zone=x,y\nz"),
+        "{report}"
+    );
     assert!(report.contains("empty hostname"), "{report}");
     assert!(out2.join("node-c.img").exists());
     // a control character and a backslash in a label: node.toml is still TOML

@@ -376,26 +376,6 @@ pub struct RowReport {
 }
 
 /// Split one CSV line (double quotes may wrap a field; "" is a quote).
-pub fn csv_fields(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut q = false;
-    let mut it = line.chars().peekable();
-    while let Some(c) = it.next() {
-        match (c, q) {
-            ('"', true) if it.peek() == Some(&'"') => {
-                cur.push('"');
-                it.next();
-            }
-            ('"', _) => q = !q,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out.into_iter().map(|s| s.trim().to_string()).collect()
-}
-
 /// Apply one row (column name -> value) on top of the template.
 pub fn apply_row(
     template: &NodeConfig,
@@ -448,25 +428,48 @@ pub fn batch(
     std::fs::create_dir_all(out).map_err(|e| Error::io("create", out, e))?;
     let md = std::fs::metadata(base).map_err(|e| Error::io("stat image", base, e))?;
     let base_id = format!("{}:{}:{:?}", base.display(), md.len(), md.modified().ok());
-    // a spreadsheet's byte-order mark is not part of the first column's name
+    // the csv crate: quoting, doubled quotes, multi-line fields; a
+    // spreadsheet's byte-order mark is not part of the first column's name
     let csv = csv.strip_prefix('\u{feff}').unwrap_or(csv);
-    let mut lines = csv
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
-    let header = csv_fields(lines.next().ok_or_else(|| bad("empty CSV"))?);
-    let rows: Vec<&str> = lines.collect();
+    let mut rd = ::csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .trim(::csv::Trim::All)
+        .from_reader(csv.as_bytes());
+    let header: Vec<String> = rd
+        .headers()
+        .map_err(|e| bad(format!("CSV header: {e}")))?
+        .iter()
+        .map(String::from)
+        .collect();
+    if header.is_empty() {
+        return Err(bad("empty CSV"));
+    }
+    let rows: Vec<Result<Vec<String>, String>> = rd
+        .records()
+        .map(|r| {
+            r.map(|r| r.iter().map(String::from).collect())
+                .map_err(|e| e.to_string())
+        })
+        .collect();
     // two rows naming one host would write one image twice: refuse both
     let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let col = header.iter().position(|h| h == "hostname");
-    for (i, line) in rows.iter().enumerate() {
-        if let Some(h) = col.and_then(|c| csv_fields(line).get(c).cloned()) {
-            seen.entry(h.trim().to_string()).or_default().push(i + 1);
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(h) = col.and_then(|c| r.as_ref().ok().and_then(|f| f.get(c).cloned())) {
+            seen.entry(h).or_default().push(i + 1);
         }
     }
-    let lines = rows.into_iter();
     let mut reports = Vec::new();
-    for (i, line) in lines.enumerate() {
-        let fields = csv_fields(line);
+    for (i, r) in rows.into_iter().enumerate() {
+        let (fields, line) = match r {
+            Ok(f) => {
+                let line = f.join("\u{1f}");
+                (f, line)
+            }
+            Err(e) => (Vec::new(), format!("unreadable row: {e}")),
+        };
         let row: BTreeMap<String, String> =
             header.iter().cloned().zip(fields.iter().cloned()).collect();
         let hostname = row.get("hostname").cloned().unwrap_or_default();

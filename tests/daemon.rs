@@ -122,6 +122,50 @@ fn slow_retrieval_and_a_server_that_ignores_range() {
     assert!(dev.holds("rootfs_b", "rootfs-3"));
 }
 
+/// CDNs and object stores redirect: followed (bounded), and what arrives is
+/// still pinned by the feed's manifest digest.
+#[test]
+fn redirects_are_followed_and_the_pin_still_holds() {
+    let dev = Device::new();
+    let f = feed(&dev);
+    let b = dev.bundle("1.1.0", 3, "v2.ferry", &[]);
+    publish(&dev, &f, &b, &[]);
+    let other = dev.bundle("1.1.0", 4, "other.ferry", &[]);
+    std::fs::create_dir_all(f.root.path().join("mirror")).unwrap();
+    std::fs::copy(&b, f.root.path().join("mirror/v2.ferry")).unwrap();
+    std::fs::copy(&other, f.root.path().join("mirror/other.ferry")).unwrap();
+    // a loop of redirects ends
+    let idx = "/stable/index.json";
+    for _ in 0..7 {
+        f.server.fault(idx, Fault::Redirect(idx.into()));
+    }
+    let o = dev.run(&["daemon", "--once"]);
+    assert_eq!(o.code, 61, "{}", o.stderr);
+    assert!(o.stderr.contains("redirects"), "{}", o.stderr);
+    let path = bundle_path(&f, "1.1.0");
+    // to another bundle: the pin refuses it
+    f.server
+        .fault(&path, Fault::Redirect("/mirror/other.ferry".into()));
+    let o = dev.run(&["daemon", "--once"]);
+    assert_eq!(o.code, 60, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("not the one the feed lists"),
+        "{}",
+        o.stderr
+    );
+    // to the same bytes elsewhere (relative location): installed
+    f.server
+        .fault(&path, Fault::Redirect("../../mirror/v2.ferry".into()));
+    let o = dev.run(&["daemon", "--once"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(f
+        .server
+        .requests()
+        .iter()
+        .any(|(p, _)| p == "/mirror/v2.ferry"));
+    assert_eq!(dev.status()["state"], "installed");
+}
+
 #[test]
 fn network_drop_resumes_with_range() {
     let dev = Device::new();

@@ -55,6 +55,28 @@ impl Url {
     }
 
     /// For logs: never includes a query string (it may carry a token).
+    /// Resolve a reference (a redirect's `Location`, a feed's relative
+    /// bundle URL) against this URL: absolute, host-relative (`/x`) or
+    /// relative to this URL's directory.
+    pub fn join(&self, reference: &str) -> Result<Url, String> {
+        if reference.contains("://") {
+            return Url::parse(reference);
+        }
+        let scheme = if self.https { "https" } else { "http" };
+        let path = if reference.starts_with('/') {
+            reference.to_string()
+        } else {
+            let base = self.path.split('?').next().unwrap_or("/");
+            let dir = &base[..base.rfind('/').map_or(0, |i| i + 1)];
+            format!("{}{reference}", if dir.is_empty() { "/" } else { dir })
+        };
+        Url::parse(&format!(
+            "{scheme}://{}{}",
+            self.authority(),
+            remove_dot_segments(&path)
+        ))
+    }
+
     pub fn redacted(&self) -> String {
         let path = self.path.split('?').next().unwrap_or("/");
         format!(
@@ -73,6 +95,34 @@ impl Url {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// RFC 3986 §5.2.4 for a path (a query is kept as it is).
+fn remove_dot_segments(path: &str) -> String {
+    let (p, q) = match path.find('?') {
+        Some(i) => (&path[..i], &path[i..]),
+        None => (path, ""),
+    };
+    let mut out: Vec<&str> = Vec::new();
+    let segs: Vec<&str> = p.split('/').skip(1).collect();
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        match *seg {
+            "." => {
+                if last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}{q}", out.join("/"))
 }
 
 #[cfg(test)]
@@ -96,5 +146,18 @@ mod tests {
         assert!(Url::parse("ftp://x/").is_err());
         assert!(Url::parse("https://user:pw@x/").is_err());
         assert!(Url::parse("https://x:99999/").is_err());
+    }
+
+    #[test]
+    fn join_resolves_redirects_and_relative_urls() {
+        let u = Url::parse("https://feed.example:8443/stable/bundles/a.ferry?sig=x").unwrap();
+        assert_eq!(u.join("b.ferry").unwrap().path, "/stable/bundles/b.ferry");
+        assert_eq!(u.join("/cdn/c.ferry").unwrap().path, "/cdn/c.ferry");
+        assert_eq!(u.join("../../m/./d.ferry").unwrap().path, "/m/d.ferry");
+        assert_eq!(u.join("../../../../x").unwrap().path, "/x");
+        assert_eq!(u.join("/cdn/c.ferry").unwrap().port, 8443);
+        let abs = u.join("http://other.example/x").unwrap();
+        assert!(!abs.https);
+        assert_eq!(abs.host, "other.example");
     }
 }

@@ -22,6 +22,8 @@ pub enum Fault {
     Trickle,
     /// Answer a range request with 200 and the whole body.
     IgnoreRange,
+    /// Answer 302 with this `Location`.
+    Redirect(String),
 }
 
 #[derive(Default)]
@@ -160,6 +162,11 @@ async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             Some(v.remove(0))
         }
     });
+    if let Some(Fault::Redirect(to)) = &fault {
+        let head = format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await?;
+        return s.shutdown().await;
+    }
     let file = st
         .overrides
         .lock()

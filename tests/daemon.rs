@@ -9,6 +9,15 @@ use common::httpd::{serve, Fault};
 use common::*;
 use common::{feed, publish, Feed};
 
+/// A device with a feed that lists 1.1.0 (seed 3).
+fn published_1_1_0() -> (Device, Feed, std::path::PathBuf) {
+    let dev = Device::new();
+    let f = feed(&dev);
+    let b = dev.bundle("1.1.0", 3, "v2.ferry", &[]);
+    publish(&dev, &f, &b, &[]);
+    (dev, f, b)
+}
+
 fn bundle_path(_f: &Feed, version: &str) -> String {
     format!("/stable/bundles/qemu-aarch64-virt-{version}.ferry")
 }
@@ -56,10 +65,7 @@ fn feed_update_trial_commit() {
 /// storage error), the slot out of the boot order and the install resumable.
 #[test]
 fn install_url_that_keeps_dropping_is_a_network_error() {
-    let dev = Device::new();
-    let f = feed(&dev);
-    let b = dev.bundle("1.1.0", 3, "v2.ferry", &[]);
-    publish(&dev, &f, &b, &[]);
+    let (dev, f, b) = published_1_1_0();
     let size = std::fs::metadata(&b).unwrap().len();
     let path = bundle_path(&f, "1.1.0");
     for _ in 0..4 {
@@ -83,10 +89,7 @@ fn install_url_that_keeps_dropping_is_a_network_error() {
 /// is skipped to the offset instead of failing every later attempt.
 #[test]
 fn slow_retrieval_and_a_server_that_ignores_range() {
-    let dev = Device::new();
-    let f = feed(&dev);
-    let b = dev.bundle("1.1.0", 3, "v2.ferry", &[]);
-    publish(&dev, &f, &b, &[]);
+    let (dev, f, b) = published_1_1_0();
     f.server.fault("/stable/index.json", Fault::Trickle);
     let t = std::time::Instant::now();
     let o = dev.run(&["daemon", "--once"]);
@@ -126,10 +129,7 @@ fn slow_retrieval_and_a_server_that_ignores_range() {
 /// still pinned by the feed's manifest digest.
 #[test]
 fn redirects_are_followed_and_the_pin_still_holds() {
-    let dev = Device::new();
-    let f = feed(&dev);
-    let b = dev.bundle("1.1.0", 3, "v2.ferry", &[]);
-    publish(&dev, &f, &b, &[]);
+    let (dev, f, b) = published_1_1_0();
     let other = dev.bundle("1.1.0", 4, "other.ferry", &[]);
     std::fs::create_dir_all(f.root.path().join("mirror")).unwrap();
     std::fs::copy(&b, f.root.path().join("mirror/v2.ferry")).unwrap();
@@ -168,10 +168,7 @@ fn redirects_are_followed_and_the_pin_still_holds() {
 
 #[test]
 fn network_drop_resumes_with_range() {
-    let dev = Device::new();
-    let f = feed(&dev);
-    let b = dev.bundle("1.1.0", 3, "v2.ferry", &[]);
-    publish(&dev, &f, &b, &[]);
+    let (dev, f, b) = published_1_1_0();
     let size = std::fs::metadata(&b).unwrap().len();
     let path = bundle_path(&f, "1.1.0");
     f.server.fault(&path, Fault::DropAfter(size * 45 / 100));

@@ -40,6 +40,17 @@ fn cut_install(dev: &Device, bundle: &std::path::Path, n: &str) {
     assert!(o.stderr.contains("simulated power cut"), "{}", o.stderr);
 }
 
+/// A device that installed 1.1.0 into B, booted it and committed it.
+fn committed_b() -> Device {
+    let dev = Device::new();
+    let v2 = dev.bundle("1.1.0", 2, "v2.ferry", &[]);
+    assert_eq!(dev.run(&["install", s(&v2)]).code, 0);
+    dev.boot("b", "boot-2");
+    std::fs::write(dev.path("healthy"), "").unwrap();
+    assert_eq!(dev.run(&["check"]).code, 0);
+    dev
+}
+
 fn order(dev: &Device) -> serde_json::Value {
     dev.status()["boot"]["order"].clone()
 }
@@ -183,12 +194,7 @@ fn an_armed_env_never_survives_the_next_install() {
 /// A never leaves an empty boot order, and B stays bootable.
 #[test]
 fn unreadable_env_is_rebuilt_from_the_record_not_a_default() {
-    let dev = Device::new();
-    let v2 = dev.bundle("1.1.0", 2, "v2.ferry", &[]);
-    assert_eq!(dev.run(&["install", s(&v2)]).code, 0);
-    dev.boot("b", "boot-2");
-    std::fs::write(dev.path("healthy"), "").unwrap();
-    assert_eq!(dev.run(&["check"]).code, 0);
+    let dev = committed_b();
     damage_boot_file(&dev, "uboot.env");
     damage_boot_file(&dev, "uboot.env.redund");
     let st = dev.status();
@@ -236,12 +242,7 @@ fn a_bundle_must_fill_the_whole_slot() {
 /// both damaged is a clear error with a recovery that keeps the floor.
 #[test]
 fn a_damaged_record_copy_loses_nothing_and_both_have_a_way_out() {
-    let dev = Device::new();
-    let v2 = dev.bundle("1.1.0", 2, "v2.ferry", &[]);
-    assert_eq!(dev.run(&["install", s(&v2)]).code, 0);
-    dev.boot("b", "boot-2");
-    std::fs::write(dev.path("healthy"), "").unwrap();
-    assert_eq!(dev.run(&["check"]).code, 0);
+    let dev = committed_b();
     let primary = dev.path("state/state.json");
     std::fs::write(&primary, b"{\"format\": 2, \"generation\": 99").unwrap();
     let st = dev.status();

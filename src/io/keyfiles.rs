@@ -39,27 +39,34 @@ pub fn load_keyring(
 /// A public key: ferry's one-line format, or an Ed25519 `PUBLIC KEY` PEM
 /// (as `openssl pkey -pubout` writes it).
 pub fn read_public(path: &Path) -> Result<PublicKey, Error> {
+    let (mut k, name) = read_key(path, PublicKey::parse, |k: &PublicKey| k.name == "pem")?;
+    if let Some(n) = name {
+        k.name = n;
+    }
+    Ok(k)
+}
+
+/// Parse a key file; for a PEM (no name inside) also the name from the file.
+fn read_key<K>(
+    path: &Path,
+    parse: fn(&str) -> Result<K, String>,
+    unnamed: fn(&K) -> bool,
+) -> Result<(K, Option<String>), Error> {
     let text = read_small(path)?;
-    let mut k = PublicKey::parse(&text).map_err(|detail| Error::Key {
+    let k = parse(&text).map_err(|detail| Error::Key {
         path: path.into(),
         detail,
     })?;
-    if k.name == "pem" {
-        k.name = stem(path);
-    }
-    Ok(k)
+    let name = unnamed(&k).then(|| stem(path));
+    Ok((k, name))
 }
 
 /// A secret key: ferry's one-line format, or an Ed25519 PKCS#8 `PRIVATE KEY`
 /// PEM (as `openssl genpkey -algorithm ed25519` writes it).
 pub fn read_secret(path: &Path) -> Result<SecretKey, Error> {
-    let text = read_small(path)?;
-    let mut k = SecretKey::parse(&text).map_err(|detail| Error::Key {
-        path: path.into(),
-        detail,
-    })?;
-    if k.name == "pem" {
-        k.name = stem(path);
+    let (mut k, name) = read_key(path, SecretKey::parse, |k: &SecretKey| k.name == "pem")?;
+    if let Some(n) = name {
+        k.name = n;
     }
     Ok(k)
 }

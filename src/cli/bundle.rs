@@ -161,6 +161,7 @@ pub fn create(a: CreateArgs, quiet: bool) -> Result<(), Error> {
     Ok(())
 }
 
+#[cfg(feature = "host")]
 /// Before a key holder adds a signature: the manifest must obey its rules
 /// and every chunk and payload digest must hold (the bundle is read whole,
 /// unauthenticated), and what is being signed is shown; on a terminal the
@@ -204,6 +205,7 @@ pub fn review_for_signing(file: &Path, yes: bool) -> Result<(), Error> {
     Ok(())
 }
 
+#[cfg(feature = "host")]
 /// `feed publish` lists only a bundle that verifies in full against `ring`.
 pub fn verify_for_publish(file: &Path, ring: &crate::bundle::Keyring) -> Result<(), Error> {
     let f = std::fs::File::open(file).map_err(|e| Error::io("open bundle", file, e))?;

@@ -6,6 +6,7 @@ mod bundle;
 mod demo;
 #[cfg(feature = "host")]
 mod image;
+#[cfg(feature = "host")]
 mod key;
 mod progress;
 mod slots;
@@ -36,7 +37,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Signing keys.
+    /// Signing keys (host build only).
+    #[cfg(feature = "host")]
     #[command(subcommand)]
     Key(KeyCmd),
     /// Build, verify and inspect bundles.
@@ -130,6 +132,7 @@ enum Cmd {
     Image(ImageCmd),
 }
 
+#[cfg(feature = "host")]
 #[derive(Subcommand, Debug)]
 enum KeyCmd {
     /// Create NAME.key (private, 0600) and NAME.pub.
@@ -302,7 +305,9 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
     };
     let quiet = cli.quiet;
     match cli.cmd {
+        #[cfg(feature = "host")]
         Cmd::Key(KeyCmd::Generate { name, dir }) => key::generate(&name, &dir).map(|_| 0),
+        #[cfg(feature = "host")]
         Cmd::Key(KeyCmd::Export { file }) => key::export(&file).map(|_| 0),
         #[cfg(feature = "host")]
         Cmd::Bundle(BundleCmd::Create {

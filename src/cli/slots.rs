@@ -19,47 +19,12 @@ fn keyring(cfg: &Config) -> Result<Keyring, Error> {
 pub fn status(config: &Path, json: bool) -> Result<(), Error> {
     let cfg = Config::load(config)?;
     let mut node = Node::open(cfg, false)?;
+    let v = node.status_view()?;
     use crate::update::engine::BootEnv as _;
     let boot_found = node.eng.env.load()?;
     let boot_readable = boot_found.is_some();
     let boot = boot_found.unwrap_or_default();
     let d = &node.eng.dev;
-    let slot_json = |s: Slot| {
-        let i = &d.slots[s.index()];
-        serde_json::json!({
-            "status": i.status.as_str(),
-            "version": i.release.as_ref().map(|r| r.version.to_string()),
-            "bundle": i.release.as_ref().map(|r| r.digest.to_string()),
-            "boot_attempts_left": boot.left[s.index()],
-            "bootable": boot.order.contains(&s),
-        })
-    };
-    let last = d.last.as_ref().map(|o| {
-        let (kind, slot, version, reason) = outcome_parts(o);
-        let version = version.or(d.last_version.as_ref());
-        serde_json::json!({"result": kind, "slot": slot.to_string(), "version": version.map(|v| v.to_string()), "error": reason})
-    });
-    let v = serde_json::json!({
-        "board": node.board.name,
-        "booted": node.eng.booted.to_string(),
-        "state": d.state.name(),
-        "state_detail": d.state.to_string(),
-        "slots": {"a": slot_json(Slot::A), "b": slot_json(Slot::B)},
-        "boot": {
-            "order": boot.order.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            "trial": boot.trial.map(|s| s.to_string()),
-            "next": boot.next_boot().map(|s| s.to_string()),
-        },
-        "rollback_floor": d.floor.as_ref().map(|v| v.to_string()),
-        "resume": match &d.state {
-            crate::update::machine::State::Installing { done, .. } => serde_json::json!({"payload": done.payload, "chunk": done.chunk}),
-            _ => serde_json::Value::Null,
-        },
-        "boot_env_readable": boot_readable,
-        "failed_releases": d.failed.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
-        "feeds": d.feeds,
-        "last": last,
-    });
     if json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());

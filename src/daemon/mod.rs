@@ -516,16 +516,11 @@ pub fn gate(
 }
 
 fn publish_status(node: &mut Node, shared: &Shared) {
-    let d = &node.eng.dev;
-    let v = serde_json::json!({
-        "booted": node.eng.booted.to_string(),
-        "state": d.state.name(),
-        "state_detail": d.state.to_string(),
-        "slot_a": d.slots[0].status.as_str(),
-        "slot_b": d.slots[1].status.as_str(),
-        "version": d.slots[node.eng.booted.index()].release.as_ref().map(|r| r.version.to_string()),
-        "paused": shared.paused.load(Ordering::SeqCst),
-    });
+    let mut v = match node.status_view() {
+        Ok(v) => v,
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    v["paused"] = serde_json::Value::Bool(shared.paused.load(Ordering::SeqCst));
     if let Ok(mut s) = shared.status.lock() {
         *s = v;
     }

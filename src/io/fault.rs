@@ -1,5 +1,6 @@
-//! Fault injection for power-cut and storage-fault tests, inert unless the
-//! variable is set: `FERRY_CRASH_AT=N` aborts the process (no unwinding, no
+//! Fault injection for power-cut and storage-fault tests, compiled in with
+//! the `fault-hooks` feature (the host build, the QEMU suite's device build)
+//! and inert unless the variable is set: `FERRY_CRASH_AT=N` aborts the process (no unwinding, no
 //! cleanup: a power cut) at the N-th durable write; `FERRY_EIO_AT=N` fails the
 //! N-th and later disk writes with EIO (a dying card); `FERRY_CORRUPT_WRITE=N`
 //! stores the N-th written block with one bit flipped (a card that keeps
@@ -26,6 +27,9 @@ impl Trigger {
 
     /// Count one event; `Some((n, limit))` when armed.
     fn tick(&self) -> Option<(u64, u64)> {
+        if !cfg!(feature = "fault-hooks") {
+            return None;
+        }
         let limit = (*self
             .limit
             .get_or_init(|| std::env::var(self.var).ok().and_then(|v| v.parse().ok())))?;

@@ -53,7 +53,7 @@ note() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - T0)); }
 # ---------------------------------------------------------------- build
 note "build ferry (device: aarch64 musl, host)"
 (cd "$ROOT" &&
-  cargo build --release --no-default-features --target aarch64-unknown-linux-musl &&
+  cargo build --release --no-default-features --features fault-hooks --target aarch64-unknown-linux-musl &&
   cargo build --release)
 TGT=${CARGO_TARGET_DIR:-$ROOT/target}
 HOSTF=$TGT/release/ferry

@@ -166,6 +166,24 @@ fn redirects_are_followed_and_the_pin_still_holds() {
     assert_eq!(dev.status()["state"], "installed");
 }
 
+/// A rollback whose reboot never happened (a failed reboot, a crash): the
+/// daemon's first act is that reboot, before any poll.
+#[test]
+fn daemon_finishes_a_pending_rollback_first() {
+    let (dev, _f, b) = published_1_1_0();
+    assert_eq!(dev.run(&["install", s(&b)]).code, 0);
+    dev.boot("b", "boot-2");
+    // no `healthy` file: the gate fails; reboot = "record" stands in for a reboot that failed
+    assert_eq!(dev.run(&["check"]).code, 0);
+    assert_eq!(dev.status()["state"], "reboot-pending");
+    std::fs::remove_file(dev.path("state/reboot-requested")).unwrap();
+    let o = dev.run(&["daemon", "--once"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("waiting for its reboot"), "{}", o.stderr);
+    assert!(dev.path("state/reboot-requested").exists());
+    assert_eq!(dev.status()["state"], "reboot-pending");
+}
+
 #[test]
 fn network_drop_resumes_with_range() {
     let (dev, f, b) = published_1_1_0();

@@ -176,6 +176,15 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         Some(c) => Some(cluster(c)?),
         None => None,
     };
+    if let State::RebootPending { next } = node.eng.dev.state {
+        // a rollback (or a stray boot) whose reboot never happened: nothing
+        // else is allowed until the committed slot runs again
+        warn!(next = %next, "a rollback is waiting for its reboot; rebooting into the committed slot");
+        node.reboot()?;
+        if cfg.reboot == crate::io::config::RebootMode::Record {
+            return Ok(());
+        }
+    }
     if matches!(node.eng.dev.state, State::Trial { .. }) {
         shared.set_phase("health");
         let kube = cluster

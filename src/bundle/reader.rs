@@ -39,6 +39,31 @@ impl OpenedBundle {
     }
 }
 
+/// A bundle whose manifest signatures met a keyring's threshold. Only
+/// [`open_verified`] makes one (the field is private), and the install path
+/// takes nothing else: an unverified bundle cannot reach a slot.
+#[derive(Debug, Clone)]
+pub struct VerifiedBundle(OpenedBundle);
+
+impl std::ops::Deref for VerifiedBundle {
+    type Target = OpenedBundle;
+    fn deref(&self) -> &OpenedBundle {
+        &self.0
+    }
+}
+
+impl VerifiedBundle {
+    /// What the install policy needs to know of it.
+    pub fn candidate(&self) -> crate::update::policy::Candidate {
+        crate::update::policy::Candidate::of(&self.0.manifest, self.0.manifest_digest)
+    }
+}
+
+/// Open a bundle and check its signatures against `keyring`.
+pub fn open_verified(r: &mut impl Read, keyring: &Keyring) -> Result<VerifiedBundle, Error> {
+    open(r, Some(keyring)).map(VerifiedBundle)
+}
+
 /// Where streaming starts: payload index and chunk index within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Position {

@@ -14,12 +14,12 @@ use tracing::{info, info_span};
 use super::disk::Disk;
 use super::node::Node;
 use crate::board::{Board, Slot};
-use crate::bundle::reader::{self, chunk_offset, OpenedBundle, PayloadSink, Position};
+use crate::bundle::reader::{self, chunk_offset, PayloadSink, Position, VerifiedBundle};
 use crate::bundle::{Keyring, Payload, Sha256Digest};
 use crate::error::Error;
 use crate::update::engine::{Installed, SlotWriter};
 use crate::update::machine::{Action, Progress};
-use crate::update::policy::{Candidate, SlotLayout};
+use crate::update::policy::SlotLayout;
 
 /// Sync, hand to the read-back, and persist the resume point every this many chunks.
 const RESUME_EVERY: usize = 32;
@@ -326,7 +326,7 @@ pub struct StreamWriter<'a> {
     disk: &'a Disk,
     board: &'a Board,
     slot: Slot,
-    bundle: &'a OpenedBundle,
+    bundle: &'a VerifiedBundle,
     src: &'a mut dyn BundleSource,
     /// The reader left just after the header by `open`, if still unused.
     first: Option<Box<dyn Read + Send>>,
@@ -426,14 +426,14 @@ fn open_verified(
     src: &mut dyn BundleSource,
     keyring: &Keyring,
     pin: Option<Sha256Digest>,
-) -> Result<(OpenedBundle, Box<dyn Read + Send>), Error> {
+) -> Result<(VerifiedBundle, Box<dyn Read + Send>), Error> {
     let (attempts, mut delay) = src.retry();
     let mut attempt = 0;
     loop {
         attempt += 1;
         let r = src
             .open_at(0)
-            .and_then(|mut rd| reader::open(&mut rd, Some(keyring)).map(|b| (b, rd)));
+            .and_then(|mut rd| reader::open_verified(&mut rd, keyring).map(|b| (b, rd)));
         match r {
             Ok((b, rd)) => {
                 if pin.is_some_and(|p| p != b.manifest_digest) {
@@ -468,7 +468,7 @@ pub fn install(
     let span = info_span!("install", bundle = %src.name(), slot = %target);
     let _g = span.enter();
     let (b, first) = open_verified(src, keyring, pin)?;
-    let cand = Candidate::of(&b.manifest, b.manifest_digest);
+    let cand = b.candidate();
     let layout = SlotLayout::of(&node.board, target);
     let mut w = StreamWriter {
         disk: &node.disk,

@@ -230,6 +230,12 @@ pub enum Error {
         what: String,
         detail: String,
     },
+    /// The server is busy and said when to come back (429/503 with
+    /// `Retry-After`): a network fault whose back-off the server chose.
+    Throttled {
+        what: String,
+        after_s: u64,
+    },
     /// The cluster (Kubernetes API) refused or failed an operation.
     Cluster(String),
     /// A required external item is missing or a usage rule was broken.
@@ -253,6 +259,7 @@ impl Error {
         matches!(
             self,
             Error::Net { .. }
+                | Error::Throttled { .. }
                 | Error::Io {
                     op: "read bundle",
                     ..
@@ -283,6 +290,9 @@ impl fmt::Display for Error {
             ),
             Self::Feed(e) => e.fmt(f),
             Self::Net { what, detail } => write!(f, "{what}: {detail}"),
+            Self::Throttled { what, after_s } => {
+                write!(f, "{what}: the server is busy; it asks to retry after {after_s} s")
+            }
             Self::Cluster(d) => write!(f, "cluster: {d}"),
             Self::Usage(d) => write!(f, "{d}"),
             Self::Busy(d) => write!(f, "{d}"),
@@ -379,7 +389,7 @@ impl Error {
             Self::State(_) => 53,
             Self::InvalidTransition { .. } => 54,
             Self::Feed(_) => 60,
-            Self::Net { .. } => 61,
+            Self::Net { .. } | Self::Throttled { .. } => 61,
             Self::Cluster(_) => 62,
             Self::Usage(_) => 2,
             Self::Busy(_) => 4,

@@ -184,6 +184,24 @@ fn daemon_finishes_a_pending_rollback_first() {
     assert_eq!(dev.status()["state"], "reboot-pending");
 }
 
+/// A busy server's `Retry-After` is honoured (longer than the back-off).
+#[test]
+fn retry_after_is_honoured() {
+    let (dev, f, _b) = published_1_1_0();
+    let path = bundle_path(&f, "1.1.0");
+    f.server.fault(&path, Fault::Busy(2));
+    let t = std::time::Instant::now();
+    let o = dev.run(&["daemon", "--once"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("asks to retry after 2 s"), "{}", o.stderr);
+    assert!(
+        t.elapsed() >= std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(dev.status()["state"], "installed");
+}
+
 #[test]
 fn network_drop_resumes_with_range() {
     let (dev, f, b) = published_1_1_0();

@@ -101,6 +101,12 @@ impl Fetcher {
                     skip: f,
                 });
             }
+            (429 | 503, _) if resp.retry_after.is_some() => {
+                return Err(Error::Throttled {
+                    what: format!("GET {}", url.redacted()),
+                    after_s: resp.retry_after.unwrap_or(0),
+                })
+            }
             (s, _) => return Err(net_err("GET", url, format!("HTTP status {s}"))),
         }
         Ok(HttpReader {

@@ -288,6 +288,20 @@ pub trait BundleSource {
     }
 }
 
+/// The pause before the next attempt: the server's `Retry-After` when it
+/// gave one (capped at 5 minutes), never less than the back-off; and the
+/// back-off doubles (capped at a minute). One helper for every retry loop.
+fn pause_before_retry(e: &Error, delay: &mut std::time::Duration) -> std::time::Duration {
+    let wait = match e {
+        Error::Throttled { after_s, .. } => {
+            std::time::Duration::from_secs((*after_s).min(300)).max(*delay)
+        }
+        _ => *delay,
+    };
+    *delay = (*delay * 2).min(std::time::Duration::from_secs(60));
+    wait
+}
+
 /// A local bundle file or block device.
 pub struct FileSource {
     path: std::path::PathBuf,
@@ -386,9 +400,9 @@ impl SlotWriter for StreamWriter<'_> {
             match r {
                 Ok(()) => return Ok(()),
                 Err(e) if self.src.transient(&e) && attempt < attempts => {
-                    tracing::warn!(attempt, error = %e, delay_ms = delay.as_millis() as u64, "bundle source interrupted; will resume");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(std::time::Duration::from_secs(60));
+                    let wait = pause_before_retry(&e, &mut delay);
+                    tracing::warn!(attempt, error = %e, delay_ms = wait.as_millis() as u64, "bundle source interrupted; will resume");
+                    std::thread::sleep(wait);
                 }
                 Err(e) => return Err(e),
             }
@@ -446,9 +460,9 @@ fn open_verified(
                 return Ok((b, rd));
             }
             Err(e) if src.transient(&e) && attempt < attempts => {
-                tracing::warn!(attempt, error = %e, "bundle header interrupted; will retry");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(std::time::Duration::from_secs(60));
+                let wait = pause_before_retry(&e, &mut delay);
+                tracing::warn!(attempt, error = %e, delay_ms = wait.as_millis() as u64, "bundle header interrupted; will retry");
+                std::thread::sleep(wait);
             }
             Err(e) => return Err(e),
         }

@@ -254,6 +254,8 @@ impl Client {
         };
         let content_length = header("content-length").and_then(|v| v.parse().ok());
         let location = header("location");
+        // seconds only; an HTTP-date is ignored (the caller's back-off applies)
+        let retry_after = header("retry-after").and_then(|v| v.trim().parse().ok());
         let content_range_start = header("content-range").and_then(|v| {
             v.strip_prefix("bytes ")
                 .and_then(|r| r.split('-').next())
@@ -264,6 +266,7 @@ impl Client {
             content_length,
             content_range_start,
             location,
+            retry_after,
             body: resp.into_body(),
             idle: self.idle_timeout,
             min_rate: self.min_rate_bps,
@@ -279,6 +282,8 @@ pub struct Response {
     pub content_range_start: Option<u64>,
     /// A redirect's target, as sent.
     pub location: Option<String>,
+    /// `Retry-After` in seconds (429, 503).
+    pub retry_after: Option<u64>,
     body: Incoming,
     idle: Duration,
     min_rate: u64,

@@ -24,6 +24,8 @@ pub enum Fault {
     IgnoreRange,
     /// Answer 302 with this `Location`.
     Redirect(String),
+    /// Answer 503 with `Retry-After` in seconds.
+    Busy(u64),
 }
 
 #[derive(Default)]
@@ -162,6 +164,11 @@ async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             Some(v.remove(0))
         }
     });
+    if let Some(Fault::Busy(after)) = &fault {
+        let head = format!("HTTP/1.1 503 Service Unavailable\r\nretry-after: {after}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await?;
+        return s.shutdown().await;
+    }
     if let Some(Fault::Redirect(to)) = &fault {
         let head = format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         s.write_all(head.as_bytes()).await?;

@@ -55,7 +55,7 @@ fn order(dev: &Device) -> serde_json::Value {
     dev.status()["boot"]["order"].clone()
 }
 
-/// 1. The rollback window: after a failed trial, until the reboot happens,
+/// Sequence 1: The rollback window: after a failed trial, until the reboot happens,
 /// nothing may install into (or roll back) the only good slot.
 #[test]
 fn rollback_window_refuses_everything_until_the_reboot() {
@@ -125,7 +125,7 @@ fn first_cut(
     panic!("no cut point found");
 }
 
-/// 2. A stale resume point: an interrupted 1.1.0, then 1.2.0 interrupted
+/// Sequence 2: A stale resume point: an interrupted 1.1.0, then 1.2.0 interrupted
 /// before its first durable point, then 1.2.0 again: it must start from zero
 /// and end with 1.2.0 in every partition.
 #[test]
@@ -154,7 +154,7 @@ fn another_release_never_inherits_a_resume_point() {
     assert_eq!(dev.status()["slots"]["b"]["version"], "1.2.0");
 }
 
-/// 3. The arming window: a cut at the record write right after the env was
+/// Sequence 3: The arming window: a cut at the record write right after the env was
 /// armed; the next install of another bundle first takes B out of the boot
 /// order, and a failed one leaves it out.
 #[test]
@@ -189,7 +189,7 @@ fn an_armed_env_never_survives_the_next_install() {
     assert!(dev.fw_printenv().contains("FERRY_TRIAL=\n"));
 }
 
-/// 4. Both env copies unreadable on a board running a committed B: ferry
+/// Sequence 4: Both env copies unreadable on a board running a committed B: ferry
 /// rebuilds the env from the record before anything else; an install into
 /// A never leaves an empty boot order, and B stays bootable.
 #[test]
@@ -209,7 +209,7 @@ fn unreadable_env_is_rebuilt_from_the_record_not_a_default() {
     assert_eq!(order(&dev), serde_json::json!(["a", "b"]));
 }
 
-/// 5. A signed bundle that carries only some of the slot's targets.
+/// Sequence 5: A signed bundle that carries only some of the slot's targets.
 #[test]
 fn a_bundle_must_fill_the_whole_slot() {
     let dev = Device::new();
@@ -238,7 +238,7 @@ fn a_bundle_must_fill_the_whole_slot() {
     assert_eq!(dev.status()["state"], "idle");
 }
 
-/// 6. Records that fail open or forever: one damaged copy loses nothing;
+/// Sequence 6: Records that fail open or forever: one damaged copy loses nothing;
 /// both damaged is a clear error with a recovery that keeps the floor.
 #[test]
 fn a_damaged_record_copy_loses_nothing_and_both_have_a_way_out() {

@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use crate::error::Error;
 
+/// Files that come with a board (name, text): its boot script.
+pub type BoardFiles = Vec<(String, String)>;
+
 /// One of the two slots.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
@@ -215,7 +218,7 @@ impl Board {
     }
 
     /// A board shipped in the binary, by name, with its files (boot script).
-    pub fn builtin(name: &str) -> Option<Result<(Board, Vec<(String, String)>), Error>> {
+    pub fn builtin(name: &str) -> Option<Result<(Board, BoardFiles), Error>> {
         let (_, text, files) = BUILTIN.iter().find(|(n, _, _)| *n == name)?;
         let files = files
             .iter()

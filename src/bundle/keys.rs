@@ -124,6 +124,10 @@ impl SecretKey {
     }
 }
 
+/// Something that signs a document for a context: a key in this process, or
+/// an external signer (HSM, KMS) behind a command.
+pub type SignFn<'a> = dyn FnMut(Context, &[u8]) -> Result<SignatureEntry, crate::error::Error> + 'a;
+
 /// What a signature is for (domain separation): the bytes signed are
 /// `prefix || document`, with a prefix per kind of document and format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

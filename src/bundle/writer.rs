@@ -218,10 +218,7 @@ pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// or changed: what is signed is exactly what was there.
 pub fn sign(
     input: &Path,
-    signer: &mut dyn FnMut(
-        super::keys::Context,
-        &[u8],
-    ) -> Result<super::format::SignatureEntry, Error>,
+    signer: &mut super::keys::SignFn<'_>,
     replace: bool,
     output: &Path,
 ) -> Result<usize, Error> {

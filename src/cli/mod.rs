@@ -382,26 +382,22 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             sign_command,
             signer,
         }) => {
-            let mut sign: Box<
-                dyn FnMut(
-                    crate::bundle::keys::Context,
-                    &[u8],
-                ) -> Result<crate::bundle::format::SignatureEntry, Error>,
-            > = match (key, sign_command, signer) {
-                (Some(k), _, _) => {
-                    let k = crate::io::keyfiles::read_secret(&k)?;
-                    Box::new(move |ctx, doc| Ok(k.sign(ctx, doc)))
-                }
-                (None, Some(cmd), Some(p)) => {
-                    let p = crate::io::keyfiles::read_public(&p)?;
-                    Box::new(crate::io::keyfiles::command_signer(cmd, p))
-                }
-                _ => {
-                    return Err(Error::Usage(
-                        "give --key, or --sign-command with --signer".into(),
-                    ))
-                }
-            };
+            let mut sign: Box<crate::bundle::keys::SignFn<'static>> =
+                match (key, sign_command, signer) {
+                    (Some(k), _, _) => {
+                        let k = crate::io::keyfiles::read_secret(&k)?;
+                        Box::new(move |ctx, doc| Ok(k.sign(ctx, doc)))
+                    }
+                    (None, Some(cmd), Some(p)) => {
+                        let p = crate::io::keyfiles::read_public(&p)?;
+                        Box::new(crate::io::keyfiles::command_signer(cmd, p))
+                    }
+                    _ => {
+                        return Err(Error::Usage(
+                            "give --key, or --sign-command with --signer".into(),
+                        ))
+                    }
+                };
             if !no_review {
                 bundle::review_for_signing(&file, yes)?;
             }

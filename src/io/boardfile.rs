@@ -7,7 +7,7 @@ use crate::board::Board;
 use crate::error::Error;
 
 /// A board by name (embedded) or by path to a `.toml` file.
-pub fn load(name_or_path: &str) -> Result<(Board, Vec<(String, String)>), Error> {
+pub fn load(name_or_path: &str) -> Result<(Board, crate::board::BoardFiles), Error> {
     if let Some(b) = Board::builtin(name_or_path) {
         return b;
     }

@@ -530,29 +530,10 @@ fn publish_verifies_the_bundle_it_lists() {
     ]);
     let index = f.root.path().join("stable/index.json");
     let before = std::fs::read(&index).unwrap();
-    let devkey = dev.path("dev.key");
-    let args = |extra: &[&str]| {
-        let mut a = vec![
-            "feed",
-            "publish",
-            "--feed",
-            s(f.root.path()),
-            "--channel",
-            "stable",
-            "--bundle",
-            s(&other),
-            "--key",
-            s(&devkey),
-        ];
-        a.extend_from_slice(extra);
-        a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
-    };
-    let a = args(&[]);
-    let o = ferry(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    let o = try_publish(&dev, &f, &other, &[]);
     assert_eq!(o.code, 18, "{}", o.stderr);
     assert_eq!(std::fs::read(&index).unwrap(), before, "the index changed");
     // trusted explicitly (the release key is a separate role): listed
-    let a = args(&["--trust", s(&dev.path("release.pub"))]);
-    let o = ferry(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    let o = try_publish(&dev, &f, &other, &["--trust", s(&dev.path("release.pub"))]);
     assert_eq!(o.code, 0, "{}", o.stderr);
 }

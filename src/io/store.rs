@@ -61,10 +61,6 @@ impl Store {
         }
     }
 
-    pub fn path(&self) -> PathBuf {
-        self.dir.join(STATE_FILE)
-    }
-
     fn copies(&self) -> [PathBuf; 2] {
         [self.dir.join(STATE_FILE), self.dir.join(STATE_COPY)]
     }

@@ -258,6 +258,12 @@ pub fn feed(dev: &Device) -> Feed {
 
 /// `ferry feed publish` of `bundle` into the feed, signed by the device's key.
 pub fn publish(dev: &Device, f: &Feed, bundle: &std::path::Path, extra: &[&str]) {
+    let o = try_publish(dev, f, bundle, extra);
+    assert_eq!(o.code, 0, "feed publish failed: {}{}", o.stdout, o.stderr);
+}
+
+/// The same, returning what the command did (for refusals).
+pub fn try_publish(dev: &Device, f: &Feed, bundle: &std::path::Path, extra: &[&str]) -> Out {
     let key = dev.path("dev.key");
     let mut a = vec![
         "feed",
@@ -272,5 +278,5 @@ pub fn publish(dev: &Device, f: &Feed, bundle: &std::path::Path, extra: &[&str])
         s(&key),
     ];
     a.extend_from_slice(extra);
-    ok(&a);
+    ferry(&a)
 }

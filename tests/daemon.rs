@@ -242,6 +242,47 @@ fn network_drop_resumes_with_range() {
     assert!(dev.holds("rootfs_b", "rootfs-3"));
 }
 
+/// The durable resume point (what the next process starts from) advances
+/// every few MiB whatever the chunk size: with 1 MiB chunks and one attempt
+/// per run, a link that drops ~11 MiB into a 14 MiB rootfs costs the next
+/// run what came after the last 8 MiB window, not the whole payload.
+#[test]
+fn resume_point_advances_every_few_mib() {
+    let dev = Device::new();
+    let f = feed(&dev);
+    let cfg = std::fs::read_to_string(&dev.config).unwrap();
+    std::fs::write(&dev.config, cfg.replace("attempts = 4", "attempts = 1")).unwrap();
+    let b = dev.bundle_sized(
+        "1.1.0",
+        3,
+        "v2.ferry",
+        14 << 20,
+        &["--chunk-size", "1048576"],
+    );
+    publish(&dev, &f, &b, &[]);
+    let size = std::fs::metadata(&b).unwrap().len();
+    let path = bundle_path(&f, "1.1.0");
+    f.server.fault(&path, Fault::DropAfter(size * 80 / 100));
+    let o = dev.run(&["daemon", "--once"]);
+    assert_eq!(o.code, 61, "{}", o.stderr);
+    assert_eq!(dev.status()["state"], "installing");
+    let o = dev.run(&["daemon", "--once"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let reqs: Vec<u64> = f
+        .server
+        .requests()
+        .into_iter()
+        .filter(|(p, _)| *p == path)
+        .map(|(_, r)| r)
+        .collect();
+    // the first run's download, then the second run's header and resume
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    // the resume starts past the first 8 MiB (57%) of the rootfs, which is
+    // nearly all of the bundle
+    assert!(reqs[2] > size / 2, "resumed at {reqs:?} of {size}");
+    assert!(dev.holds("rootfs_b", "rootfs-3"));
+}
+
 #[test]
 fn restart_mid_download_resumes_from_durable_chunk() {
     let dev = Device::new();

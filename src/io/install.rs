@@ -21,8 +21,11 @@ use crate::update::engine::{Installed, SlotWriter};
 use crate::update::machine::{Action, Progress};
 use crate::update::policy::SlotLayout;
 
-/// Sync, hand to the read-back, and persist the resume point every this many chunks.
-const RESUME_EVERY: usize = 32;
+/// Sync, hand to the read-back, and persist the resume point once this many
+/// bytes were written since the last time (at chunk boundaries, so at least
+/// every chunk when chunks are larger). A link that drops every 20 MiB still
+/// advances; 8 MiB keeps the record writes to ~128 per GiB.
+pub(crate) const RESUME_BYTES: u64 = 8 << 20;
 
 /// Reads synced ranges of one payload back from the device, in order, hashing.
 struct ReadBack {
@@ -86,7 +89,7 @@ pub struct SlotSink<'a> {
     pub skip_zeros: bool,
     range: (u64, u64),
     part: String,
-    since_sync: usize,
+    since_sync: u64,
     /// The position after the last chunk written (not necessarily synced).
     pub next: Position,
     readback: Option<ReadBack>,
@@ -182,8 +185,8 @@ impl PayloadSink for SlotSink<'_> {
         if let Some(p) = self.progress.as_mut() {
             p(data.len() as u64);
         }
-        self.since_sync += 1;
-        if self.since_sync >= RESUME_EVERY {
+        self.since_sync += data.len() as u64;
+        if self.since_sync >= RESUME_BYTES {
             self.since_sync = 0;
             self.disk.sync()?;
             if let Some(r) = &self.readback {

@@ -115,10 +115,22 @@ impl Device {
 
     /// Write payload files and a bundle signed by dev.key.
     pub fn bundle(&self, version: &str, seed: u64, name: &str, extra: &[&str]) -> PathBuf {
+        self.bundle_sized(version, seed, name, 2_500_000, extra)
+    }
+
+    /// As `bundle`, with a rootfs of `rootfs_len` bytes.
+    pub fn bundle_sized(
+        &self,
+        version: &str,
+        seed: u64,
+        name: &str,
+        rootfs_len: usize,
+        extra: &[&str],
+    ) -> PathBuf {
         let d = self.dir.path();
         for (n, len) in [
             ("kernel", 300_000usize),
-            ("rootfs", 2_500_000),
+            ("rootfs", rootfs_len),
             ("k3s", 70_000),
         ] {
             std::fs::write(

@@ -430,3 +430,69 @@ fn a_missing_target_file_is_created() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(std::fs::read(&img).unwrap(), std::fs::read(&out).unwrap());
 }
+
+/// `--bmap` with a block map written by the real `bmaptool create`: only
+/// the mapped ranges are written (a compressed image too), the card's
+/// bytes elsewhere stay; an image that does not match its map, or a map
+/// that was edited, is refused with the card untouched.
+#[test]
+fn flash_with_a_bmaptool_block_map() {
+    let dev = image();
+    let img = dev.path("mapped.img");
+    // data, an allocated zero range, data, then a hole; bmaptool maps the
+    // allocated zeros too (it maps what the file system allocated)
+    let mut data = payload(5, 3 << 20);
+    data.extend(vec![0u8; 2 << 20]);
+    data.extend(payload(6, (1 << 20) + 4096));
+    std::fs::write(&img, &data).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.set_len(10 << 20).unwrap();
+    drop(f);
+    let map = dev.path("mapped.bmap");
+    sh(&format!("bmaptool create {} -o {}", s(&img), s(&map)));
+    sh(&format!("zstd -q -f {0} -o {0}.zst", s(&img)));
+    for source in [img.clone(), dev.path("mapped.img.zst")] {
+        let backing = dev.path("card.bin");
+        std::fs::write(&backing, vec![0xC3u8; 12 << 20]).unwrap();
+        let lo = Loop::new(&backing);
+        let o = ferry(&["-q", "flash", "--yes", "--bmap", s(&map), s(&source), &lo.0]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let card = std::fs::read(&lo.0).unwrap();
+        assert_eq!(&card[..data.len()], &data[..], "{}", source.display());
+        // unmapped: the hole, and the card past the image
+        assert!(
+            card[7 << 20..].iter().all(|&b| b == 0xC3),
+            "{}",
+            source.display()
+        );
+    }
+    // the image changed after the map was made: refused at the first bad range
+    let mut bad = data.clone();
+    bad[100] ^= 1;
+    std::fs::write(&img, &bad).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(10 << 20)
+        .unwrap();
+    let out = dev.path("out.img");
+    let o = ferry(&["-q", "flash", "--bmap", s(&map), s(&img), s(&out)]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("does not match its bmap"), "{}", o.stderr);
+    // a map whose ranges were edited fails its own checksum before any write
+    let text = std::fs::read_to_string(&map).unwrap();
+    let edited = dev.path("edited.bmap");
+    std::fs::write(
+        &edited,
+        text.replace("<MappedBlocksCount>", "<MappedBlocksCount> "),
+    )
+    .unwrap();
+    let backing = dev.path("card2.bin");
+    std::fs::write(&backing, vec![0x11u8; 12 << 20]).unwrap();
+    let lo = Loop::new(&backing);
+    let o = ferry(&["-q", "flash", "--yes", "--bmap", s(&edited), s(&img), &lo.0]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("BmapFileChecksum"), "{}", o.stderr);
+    assert!(std::fs::read(&lo.0).unwrap().iter().all(|&b| b == 0x11));
+}

@@ -221,9 +221,15 @@ fn power_cut_at_every_write_point_keeps_the_old_slot() {
     loop {
         let dev = Device::new();
         let a = dev.partition_digest("rootfs_a");
-        // 64 KiB chunks: the rootfs spans more than one durable window, so
+        // a 9 MiB rootfs spans more than one durable window (8 MiB), so
         // cuts land mid-payload and retries resume inside it
-        let b = dev.bundle("1.1.0", 6, "v2.ferry", &["--chunk-size", "65536"]);
+        let b = dev.bundle_sized(
+            "1.1.0",
+            6,
+            "v2.ferry",
+            9 << 20,
+            &["--chunk-size", "1048576"],
+        );
         let o = dev.run_env(
             &["install", "--no-reboot", s(&b)],
             &[("FERRY_CRASH_AT", &n.to_string())],
@@ -261,7 +267,7 @@ fn power_cut_at_every_write_point_keeps_the_old_slot() {
             let o = dev.run(&["install", "--no-reboot", s(&b)]);
             assert_eq!(o.code, 0, "cut {n}: retry failed: {}", o.stderr);
             resumed += o.stdout.contains("resumed at") as usize;
-            mid_payload += o.stdout.contains("resumed at payload 1 chunk 32") as usize;
+            mid_payload += o.stdout.contains("resumed at payload 1 chunk 8") as usize;
             let st = dev.status();
             assert_eq!(st["state"], "installed", "cut {n}");
             assert_eq!(st["boot"]["next"], "b");

@@ -51,6 +51,7 @@ pub fn build(
 pub fn flash(
     image: &Path,
     device: &Path,
+    bmap: Option<&Path>,
     yes: bool,
     verify: bool,
     quiet: bool,
@@ -87,7 +88,7 @@ pub fn flash(
         }
     };
     let start = std::time::Instant::now();
-    let r = crate::io::flash::flash(image, device, verify, &mut tick)?;
+    let r = crate::io::flash::flash(image, device, bmap, verify, &mut tick)?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -79,6 +79,10 @@ enum Cmd {
         /// Skip the read-back verification.
         #[arg(long)]
         no_verify: bool,
+        /// bmaptool's block map of the image: only its mapped ranges are
+        /// written, each checked against its checksum.
+        #[arg(long)]
+        bmap: Option<PathBuf>,
     },
     /// Release feeds.
     #[cfg(feature = "host")]
@@ -425,7 +429,8 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             device,
             yes,
             no_verify,
-        } => image::flash(&image, &device, yes, !no_verify, quiet).map(|_| 0),
+            bmap,
+        } => image::flash(&image, &device, bmap.as_deref(), yes, !no_verify, quiet).map(|_| 0),
         #[cfg(feature = "host")]
         Cmd::Provision {
             image,

@@ -24,6 +24,83 @@ pub struct Disk {
 /// Alignment (and size granularity) of O_DIRECT writes.
 pub const DIRECT_ALIGN: usize = 4096;
 
+/// A buffer whose start is `DIRECT_ALIGN`-aligned, for O_DIRECT I/O.
+pub(crate) struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub(crate) fn new(capacity: usize) -> AlignedBuf {
+        let raw = vec![0u8; capacity + DIRECT_ALIGN];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN);
+        AlignedBuf {
+            raw,
+            start,
+            len: capacity,
+        }
+    }
+    pub(crate) fn capacity(&self) -> usize {
+        self.raw.len() - DIRECT_ALIGN
+    }
+    /// Set the length (at most the capacity).
+    pub(crate) fn set_len(&mut self, n: usize) {
+        self.len = n.min(self.capacity());
+    }
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+/// Whether an O_DIRECT transfer of `len` bytes at `off` is aligned.
+pub(crate) fn direct_aligned(off: u64, len: usize) -> bool {
+    off % DIRECT_ALIGN as u64 == 0 && len % DIRECT_ALIGN == 0
+}
+
+/// `path` opened again with O_DIRECT (for writing or reading), where the
+/// file system supports it.
+pub(crate) fn open_direct(path: &Path, write: bool) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    File::options()
+        .read(!write)
+        .write(write)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
+/// Read `buf.len()` bytes at `off` as the device holds them, not the page
+/// cache: with O_DIRECT when `direct` is given and the range is aligned,
+/// else after dropping the range from the cache.
+pub(crate) fn read_device(
+    file: &File,
+    direct: Option<&File>,
+    buf: &mut [u8],
+    off: u64,
+) -> std::io::Result<()> {
+    if let Some(d) = direct
+        .filter(|_| direct_aligned(off, buf.len()) && (buf.as_ptr() as usize) % DIRECT_ALIGN == 0)
+    {
+        match d.read_exact_at(buf, off) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {}
+            r => return r,
+        }
+    }
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    use std::os::fd::AsRawFd as _;
+    let _ = posix_fadvise(
+        file.as_raw_fd(),
+        off as i64,
+        buf.len() as i64,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+    file.read_exact_at(buf, off)
+}
+
 impl Disk {
     pub fn open(path: &Path, writable: bool) -> Result<Disk, Error> {
         let file = File::options()

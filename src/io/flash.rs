@@ -13,12 +13,11 @@ use std::sync::mpsc::{channel, sync_channel};
 
 use sha2::{Digest as _, Sha256};
 
+use super::bmap;
+use super::disk::AlignedBuf;
 use crate::error::Error;
 
 const BLOCK: usize = 1 << 20;
-
-/// Image length, the (offset, length) of every block written, and their digest.
-type Copied = (u64, Vec<(u64, u64)>, [u8; 32]);
 
 #[derive(Debug, Default, Clone)]
 pub struct Report {
@@ -283,22 +282,250 @@ fn open_source(path: &Path) -> Result<Src, Error> {
     Ok(Src::Raw { f, ranges, len })
 }
 
-/// Flash `image` to `target`.
+/// Read-back windows: sync, then hand this many written bytes to the
+/// read-back thread, which runs one window behind the writes.
+const WINDOW: u64 = 16 << 20;
+
+/// Buffers in flight between the reader and the writer.
+const POOL: usize = 6;
+
+/// One block for the writer: where it goes and its bytes.
+type Block = (u64, AlignedBuf);
+
+/// Reads the image and sends the blocks to write: a bmap's mapped ranges
+/// (each checked against its checksum), or the data ranges of a raw image
+/// (holes skipped; all-zero blocks too when the target is a fresh file),
+/// or every block of a compressed one. Returns the image's length.
+struct Reader<'a> {
+    image: &'a Path,
+    tx: std::sync::mpsc::SyncSender<Block>,
+    free: std::sync::mpsc::Receiver<AlignedBuf>,
+    free_back: std::sync::mpsc::Sender<AlignedBuf>,
+    skip_zeros: bool,
+}
+
+/// The reader stops early (Ok) when the writer has gone away.
+enum Sent {
+    Go,
+    Stop,
+}
+
+impl Reader<'_> {
+    fn buffer(&self) -> Option<AlignedBuf> {
+        self.free.recv().ok()
+    }
+
+    fn send(&self, off: u64, buf: AlignedBuf) -> Sent {
+        if self.skip_zeros && is_zero(buf.as_slice()) {
+            return match self.free_back.send(buf) {
+                Ok(()) => Sent::Go,
+                Err(_) => Sent::Stop,
+            };
+        }
+        match self.tx.send((off, buf)) {
+            Ok(()) => Sent::Go,
+            Err(_) => Sent::Stop,
+        }
+    }
+
+    fn run(self, src: Src, map: Option<&bmap::Bmap>) -> Result<u64, Error> {
+        match (src, map) {
+            (Src::Raw { f, len, .. }, Some(m)) => {
+                self.mapped(m, |buf, off| {
+                    f.read_exact_at(buf, off)
+                        .map_err(|e| Error::io("read image", self.image, e))
+                })?;
+                Ok(len)
+            }
+            (Src::Zst { mut d, .. }, Some(m)) => {
+                let mut pos = 0u64;
+                let mut scratch = vec![0u8; 64 << 10];
+                self.mapped(m, |buf, off| {
+                    // skip to `off`, then read exactly this piece
+                    while pos < off {
+                        let n = ((off - pos) as usize).min(scratch.len());
+                        d.read_exact(&mut scratch[..n])
+                            .map_err(|e| Error::io("decompress image", self.image, e))?;
+                        pos += n as u64;
+                    }
+                    d.read_exact(buf)
+                        .map_err(|e| Error::io("decompress image", self.image, e))?;
+                    pos += buf.len() as u64;
+                    Ok(())
+                })?;
+                // the rest of the image only counts towards its length
+                let rest = std::io::copy(&mut d, &mut std::io::sink())
+                    .map_err(|e| Error::io("decompress image", self.image, e))?;
+                Ok(pos + rest)
+            }
+            (Src::Raw { f, ranges, len }, None) => {
+                // canonical, non-overlapping BLOCK-aligned blocks touching data
+                let mut next = 0u64;
+                for (start, end) in ranges {
+                    let mut off = (start - start % BLOCK as u64).max(next);
+                    while off < end.min(len) {
+                        let Some(mut buf) = self.buffer() else {
+                            return Ok(len);
+                        };
+                        let n = ((len - off) as usize).min(BLOCK);
+                        buf.set_len(n);
+                        f.read_exact_at(buf.as_mut_slice(), off)
+                            .map_err(|e| Error::io("read image", self.image, e))?;
+                        if let Sent::Stop = self.send(off, buf) {
+                            return Ok(len);
+                        }
+                        off += n as u64;
+                        next = off;
+                    }
+                }
+                Ok(len)
+            }
+            (Src::Zst { mut d, .. }, None) => {
+                let mut off = 0u64;
+                loop {
+                    let Some(mut buf) = self.buffer() else {
+                        return Ok(off);
+                    };
+                    buf.set_len(BLOCK);
+                    let n = crate::bundle::writer::read_full(&mut d, buf.as_mut_slice())
+                        .map_err(|e| Error::io("decompress image", self.image, e))?;
+                    if n == 0 {
+                        return Ok(off);
+                    }
+                    buf.set_len(n);
+                    if let Sent::Stop = self.send(off, buf) {
+                        return Ok(off);
+                    }
+                    off += n as u64;
+                }
+            }
+        }
+    }
+
+    /// Send every mapped range in pieces of at most BLOCK, checking each
+    /// range against its checksum once it is read.
+    fn mapped(
+        &self,
+        m: &bmap::Bmap,
+        mut read: impl FnMut(&mut [u8], u64) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        for r in &m.ranges {
+            let mut h = Sha256::new();
+            let mut off = r.start;
+            while off < r.end {
+                let Some(mut buf) = self.buffer() else {
+                    return Ok(());
+                };
+                buf.set_len(((r.end - off) as usize).min(BLOCK));
+                read(buf.as_mut_slice(), off)?;
+                h.update(buf.as_slice());
+                let n = buf.as_slice().len() as u64;
+                // a mapped range is written whatever it holds (never skipped)
+                if self.tx.send((off, buf)).is_err() {
+                    return Ok(());
+                }
+                off += n;
+            }
+            if let Some(want) = r.sha256 {
+                let got = crate::bundle::Sha256Digest(h.finalize().into());
+                if got != want {
+                    return Err(Error::Usage(format!(
+                        "{} does not match its bmap: bytes {}..{} have checksum {got}, the bmap says {want}",
+                        self.image.display(),
+                        r.start,
+                        r.end
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hashes synced windows of written blocks as the device returns them,
+/// one window behind the writes.
+struct ReadBack {
+    tx: std::sync::mpsc::SyncSender<Vec<(u64, u64)>>,
+    handle: std::thread::JoinHandle<Result<[u8; 32], Error>>,
+}
+
+impl ReadBack {
+    fn start(out: &File, target: &Path) -> Result<ReadBack, Error> {
+        let file = out
+            .try_clone()
+            .map_err(|e| Error::io("open target", target, e))?;
+        let direct = super::disk::open_direct(target, false);
+        let target = target.to_path_buf();
+        let (tx, rx) = sync_channel::<Vec<(u64, u64)>>(2);
+        let handle = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            let mut buf = AlignedBuf::new(BLOCK);
+            for window in rx.iter() {
+                for (off, len) in window {
+                    buf.set_len(len as usize);
+                    super::disk::read_device(&file, direct.as_ref(), buf.as_mut_slice(), off)
+                        .map_err(|e| Error::io("read back", &target, e))?;
+                    h.update(off.to_le_bytes());
+                    h.update(buf.as_slice());
+                }
+            }
+            Ok(h.finalize().into())
+        });
+        Ok(ReadBack { tx, handle })
+    }
+
+    fn send(&self, window: Vec<(u64, u64)>) {
+        // a closed channel means the read-back failed; `finish` says why
+        let _ = self.tx.send(window);
+    }
+
+    fn finish(self) -> Result<[u8; 32], Error> {
+        drop(self.tx);
+        self.handle
+            .join()
+            .map_err(|_| Error::Internal("read-back thread failed".into()))?
+    }
+}
+
+/// Flash `image` to `target`: the reader thread reads (and checks against
+/// the bmap, if one is given), this thread writes with O_DIRECT where it
+/// can and syncs every `WINDOW`, and the read-back thread reads each synced
+/// window back from the device while the next is written.
 pub fn flash(
     image: &Path,
     target: &Path,
+    map: Option<&Path>,
     verify: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Report, Error> {
     let t = inspect_target(target)?;
+    let map = match map {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io("read bmap", p, e))?;
+            Some(bmap::parse(&text).map_err(|d| Error::Config {
+                path: p.into(),
+                detail: d,
+            })?)
+        }
+        None => None,
+    };
     let src = open_source(image)?;
     let image_len = match &src {
         Src::Raw { len, .. } => Some(*len),
         // a frame header's content size covers one frame only (and may be
         // absent): measure the whole image before the first write
-        Src::Zst { .. } if t.block => Some(zst_len(image)?),
+        Src::Zst { .. } if t.block || map.is_some() => Some(zst_len(image)?),
         Src::Zst { len, .. } => *len,
     };
+    if let (Some(m), Some(len)) = (&map, image_len) {
+        if m.image_size != len {
+            return Err(Error::Usage(format!(
+                "the bmap describes an image of {} bytes, {} holds {len}",
+                m.image_size,
+                image.display()
+            )));
+        }
+    }
     check_target(&t, image_len)?;
     if !t.block && std::fs::canonicalize(image).ok() == std::fs::canonicalize(target).ok() {
         return Err(Error::Usage("image and target are the same file".into()));
@@ -315,81 +542,45 @@ pub fn flash(
             .open(target)
             .map_err(|e| Error::io("open target", target, e))?
     };
-    // only a file target starts out as zeros (it is truncated below): on a
-    // device, every block the image defines is written, zeros included
-    let skip_zeros = !t.block;
     if !t.block {
         // a file target ends up exactly the image: skipped blocks become holes
         out.set_len(0)
             .map_err(|e| Error::io("truncate target", target, e))?;
     }
-    let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(4);
-    let (free_tx, free_rx) = channel::<Vec<u8>>();
-    for _ in 0..6 {
-        let _ = free_tx.send(vec![0u8; BLOCK]);
+    // a second descriptor that bypasses the page cache (our exclusive
+    // open keeps everything else off the device meanwhile)
+    let direct = super::disk::open_direct(target, true);
+    let (tx, rx) = sync_channel::<Block>(POOL - 2);
+    let (free_tx, free_rx) = channel::<AlignedBuf>();
+    for _ in 0..POOL {
+        let _ = free_tx.send(AlignedBuf::new(BLOCK));
     }
-    let free_back = free_tx.clone();
+    let reader = Reader {
+        image,
+        tx,
+        free: free_rx,
+        free_back: free_tx.clone(),
+        // only a file target starts out as zeros: on a device every block
+        // the image defines is written, zeros included
+        skip_zeros: !t.block && map.is_none(),
+    };
+    let readback = if verify {
+        Some(ReadBack::start(&out, target)?)
+    } else {
+        None
+    };
     let mut report = Report::default();
-    let (total, blocks, digest) = std::thread::scope(|s| -> Result<Copied, Error> {
-        let reader = s.spawn(move || -> Result<u64, Error> {
-            // zero blocks go straight back to the pool; data blocks to the writer
-            let send = |off: u64, mut buf: Vec<u8>, n: usize| -> bool {
-                buf.truncate(n);
-                if skip_zeros && is_zero(&buf) {
-                    return free_tx.send(buf).is_ok();
-                }
-                tx.send((off, buf)).is_ok()
-            };
-            match src {
-                Src::Raw { f, ranges, len } => {
-                    // canonical, non-overlapping BLOCK-aligned blocks touching data
-                    let mut next = 0u64;
-                    for (start, end) in ranges {
-                        let mut off = (start - start % BLOCK as u64).max(next);
-                        while off < end.min(len) {
-                            let Ok(mut buf) = free_rx.recv() else {
-                                return Ok(len);
-                            };
-                            let n = ((len - off) as usize).min(BLOCK);
-                            buf.resize(n, 0);
-                            f.read_exact_at(&mut buf, off)
-                                .map_err(|e| Error::io("read image", image, e))?;
-                            if !send(off, buf, n) {
-                                return Ok(len);
-                            }
-                            off += n as u64;
-                            next = off;
-                        }
-                    }
-                    Ok(len)
-                }
-                Src::Zst { mut d, .. } => {
-                    let mut off = 0u64;
-                    loop {
-                        let Ok(mut buf) = free_rx.recv() else {
-                            return Ok(off);
-                        };
-                        buf.resize(BLOCK, 0);
-                        let n = crate::bundle::writer::read_full(&mut d, &mut buf)
-                            .map_err(|e| Error::io("decompress image", image, e))?;
-                        if n == 0 {
-                            return Ok(off);
-                        }
-                        if !send(off, buf, n) {
-                            return Ok(off);
-                        }
-                        off += n as u64;
-                    }
-                }
-            }
-        });
-        // the writer is this thread
+    let (total, digest, written) = std::thread::scope(|s| -> Result<_, Error> {
+        let map = map.as_ref();
+        let reading = s.spawn(move || reader.run(src, map));
         let mut h = Sha256::new();
-        let mut blocks: Vec<(u64, u64)> = Vec::new();
+        let mut window: Vec<(u64, u64)> = Vec::new();
+        let (mut in_window, mut written) = (0u64, 0u64);
         let mut werr = None;
         for (off, buf) in rx.iter() {
+            let data = buf.as_slice();
             if let Some(size) = t.size {
-                if off + buf.len() as u64 > size {
+                if off + data.len() as u64 > size {
                     werr = Some(Error::Usage(format!(
                         "image is larger than {} ({size} bytes)",
                         target.display()
@@ -397,30 +588,44 @@ pub fn flash(
                     break;
                 }
             }
-            let bad = super::fault::corrupt(&buf);
-            if let Err(e) = out.write_all_at(bad.as_deref().unwrap_or(&buf), off) {
+            if let Err(e) = write_block(&out, direct.as_ref(), data, off) {
                 werr = Some(Error::io("write", target, e));
                 break;
             }
             h.update(off.to_le_bytes());
-            h.update(&buf);
-            blocks.push((off, buf.len() as u64));
-            progress(buf.len() as u64);
-            let _ = free_back.send(buf);
+            h.update(data);
+            window.push((off, data.len() as u64));
+            in_window += data.len() as u64;
+            written += data.len() as u64;
+            progress(data.len() as u64);
+            let _ = free_tx.send(buf);
+            if let Some(rb) = &readback {
+                if in_window >= WINDOW {
+                    if let Err(e) = out.sync_data() {
+                        werr = Some(Error::io("sync", target, e));
+                        break;
+                    }
+                    rb.send(std::mem::take(&mut window));
+                    in_window = 0;
+                }
+            }
         }
         drop(rx);
-        drop(free_back);
-        let total = reader
+        drop(free_tx);
+        let total = reading
             .join()
-            .map_err(|_| Error::Usage("image reader thread failed".into()))??;
+            .map_err(|_| Error::Internal("image reader thread failed".into()))??;
         if let Some(e) = werr {
             return Err(e);
         }
-        Ok((total, blocks, h.finalize().into()))
+        if let Some(rb) = &readback {
+            rb.send(window);
+        }
+        Ok((total, h.finalize(), written))
     })?;
     report.image_size = total;
-    report.written = blocks.iter().map(|e| e.1).sum();
-    report.skipped = total.saturating_sub(report.written);
+    report.written = written;
+    report.skipped = total.saturating_sub(written);
     if !t.block {
         let cur = out.metadata().map(|m| m.len()).unwrap_or(0);
         if cur < total {
@@ -429,9 +634,9 @@ pub fn flash(
         }
     }
     out.sync_all().map_err(|e| Error::io("sync", target, e))?;
-    if verify {
-        let got = read_back(&out, target, &blocks)?;
-        if got != digest {
+    if let Some(rb) = readback {
+        let got = rb.finish()?;
+        if got[..] != digest[..] {
             return Err(Error::ReadBack {
                 partition: target.display().to_string(),
                 payload: image.display().to_string(),
@@ -442,24 +647,17 @@ pub fn flash(
     Ok(report)
 }
 
-/// Hash the written blocks as read from the device, bypassing the cache.
-fn read_back(out: &File, target: &Path, blocks: &[(u64, u64)]) -> Result<[u8; 32], Error> {
-    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-    use std::os::fd::AsRawFd as _;
-    let _ = posix_fadvise(
-        out.as_raw_fd(),
-        0,
-        0,
-        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; BLOCK];
-    for &(off, len) in blocks {
-        let n = len as usize;
-        out.read_exact_at(&mut buf[..n], off)
-            .map_err(|e| Error::io("read back", target, e))?;
-        h.update(off.to_le_bytes());
-        h.update(&buf[..n]);
+/// One block: O_DIRECT when aligned and supported, else through the cache
+/// (the test hook that corrupts writes always goes through the cache).
+fn write_block(out: &File, direct: Option<&File>, data: &[u8], off: u64) -> std::io::Result<()> {
+    if let Some(bad) = super::fault::corrupt(data) {
+        return out.write_all_at(&bad, off);
     }
-    Ok(h.finalize().into())
+    if let Some(d) = direct.filter(|_| super::disk::direct_aligned(off, data.len())) {
+        match d.write_all_at(data, off) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {}
+            r => return r,
+        }
+    }
+    out.write_all_at(data, off)
 }

@@ -11,7 +11,7 @@ use std::io::{Read, Seek, SeekFrom};
 use sha2::{Digest as _, Sha256};
 use tracing::{info, info_span};
 
-use super::disk::Disk;
+use super::disk::{AlignedBuf, Disk};
 use super::node::Node;
 use crate::board::{Board, Slot};
 use crate::bundle::reader::{self, chunk_offset, PayloadSink, Position, VerifiedBundle};
@@ -39,9 +39,10 @@ impl ReadBack {
         let disk = disk.clone();
         let handle = std::thread::spawn(move || {
             let mut h = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
+            let mut buf = AlignedBuf::new(1 << 20);
+            let direct = super::disk::open_direct(&disk.path, false);
             for (off, len) in rx.iter() {
-                hash_range(&disk, base + off, len, &mut h, &mut buf)?;
+                hash_range(&disk, direct.as_ref(), base + off, len, &mut h, &mut buf)?;
             }
             Ok(Sha256Digest(h.finalize().into()))
         });
@@ -229,32 +230,26 @@ impl PayloadSink for SlotSink<'_> {
     }
 }
 
-/// Hash `len` bytes at `off` as the device returns them, not the page cache:
-/// the range was synced; drop it from the cache first.
+/// Hash `len` bytes at `off` as the device returns them, not the page
+/// cache (the range was synced): O_DIRECT into an aligned buffer where the
+/// range and the file system allow it, so there is no copy out of the cache
+/// and no readahead past the window.
 fn hash_range(
     disk: &Disk,
+    direct: Option<&std::fs::File>,
     off: u64,
     len: u64,
     h: &mut Sha256,
-    buf: &mut [u8],
+    buf: &mut AlignedBuf,
 ) -> Result<(), Error> {
-    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-    use std::os::fd::AsRawFd as _;
-    use std::os::unix::fs::FileExt as _;
-    let fd = disk.file().as_raw_fd();
-    let _ = posix_fadvise(
-        fd,
-        off as i64,
-        len as i64,
-        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
+    let cap = buf.capacity();
     let mut pos = 0u64;
     while pos < len {
-        let n = ((len - pos) as usize).min(buf.len());
-        disk.file()
-            .read_exact_at(&mut buf[..n], off + pos)
+        let n = ((len - pos) as usize).min(cap);
+        buf.set_len(n);
+        super::disk::read_device(disk.file(), direct, buf.as_mut_slice(), off + pos)
             .map_err(|e| Error::io("read back", &disk.path, e))?;
-        h.update(&buf[..n]);
+        h.update(buf.as_slice());
         pos += n as u64;
     }
     Ok(())
@@ -263,8 +258,9 @@ fn hash_range(
 /// SHA-256 of `len` bytes at `off`, read from the device.
 pub fn read_back(disk: &Disk, off: u64, len: u64) -> Result<Sha256Digest, Error> {
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    hash_range(disk, off, len, &mut h, &mut buf)?;
+    let mut buf = AlignedBuf::new(1 << 20);
+    let direct = super::disk::open_direct(&disk.path, false);
+    hash_range(disk, direct.as_ref(), off, len, &mut h, &mut buf)?;
     Ok(Sha256Digest(h.finalize().into()))
 }
 

@@ -1,6 +1,8 @@
 //! I/O at the edges: disks and partitions, the device record, the install
 //! pipeline into slots, the device configuration, reboot.
 
+#[cfg(feature = "host")]
+pub(crate) mod bmap;
 pub mod boardfile;
 pub mod bootctl;
 pub mod config;

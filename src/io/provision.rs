@@ -524,7 +524,7 @@ pub fn batch(
                     .open(&tmp)
                     .map_err(|e| Error::io("create", &tmp, e))?;
             }
-            let res = super::flash::flash(base, &tmp, false, &mut |_| {})
+            let res = super::flash::flash(base, &tmp, None, false, &mut |_| {})
                 .and_then(|_| provision(&tmp, data_part, &cfg));
             if let Err(e) = res {
                 let _ = std::fs::remove_file(&tmp);

@@ -578,3 +578,105 @@ fn publish_verifies_the_bundle_it_lists() {
     let o = try_publish(&dev, &f, &other, &["--trust", s(&dev.path("release.pub"))]);
     assert_eq!(o.code, 0, "{}", o.stderr);
 }
+
+/// A CONNECT proxy on loopback that records each request line; `refuse`
+/// answers 403 instead of tunnelling.
+fn connect_proxy(refuse: bool) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead as _, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+            let mut first = String::new();
+            r.read_line(&mut first).unwrap();
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            log.lock().unwrap().push(first.trim().to_string());
+            if refuse {
+                let _ = c.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n");
+                continue;
+            }
+            let target = first.split_whitespace().nth(1).unwrap().to_string();
+            let up = std::net::TcpStream::connect(target).unwrap();
+            c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .unwrap();
+            let (mut a, mut b) = (up.try_clone().unwrap(), c.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut b, &mut a);
+                let _ = a.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut up, mut c) = (up, c);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut up, &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// `HTTPS_PROXY` tunnels the feed and the bundle through CONNECT (TLS and
+/// the pins still end to end), `NO_PROXY` exempts a host, and a proxy that
+/// refuses is a network error (61) that names it, without its credentials.
+#[test]
+fn proxies_from_the_environment() {
+    let (dev, f, _b) = published_1_1_0();
+    let (port, seen) = connect_proxy(false);
+    let proxy = format!("http://ferry:s3cret@127.0.0.1:{port}");
+    let o = dev.run_env(
+        &["daemon", "--once"],
+        &[("HTTPS_PROXY", &proxy), ("NO_PROXY", "example.com")],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(dev.status()["state"], "installed");
+    let lines = seen.lock().unwrap().clone();
+    let want = format!("CONNECT 127.0.0.1:{} HTTP/1.1", f.server.port);
+    assert!(
+        lines.len() >= 2 && lines.iter().all(|l| *l == want),
+        "{lines:?}"
+    );
+    // exempted: straight to the server
+    let dev2 = Device::new();
+    let f2 = feed(&dev2);
+    let b2 = dev2.bundle("1.1.0", 3, "v2.ferry", &[]);
+    publish(&dev2, &f2, &b2, &[]);
+    let before = seen.lock().unwrap().len();
+    let o = dev2.run_env(
+        &["daemon", "--once"],
+        &[
+            ("https_proxy", &proxy),
+            ("no_proxy", "localhost,127.0.0.0/8"),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        before,
+        "an exempted host went through the proxy"
+    );
+    // a proxy that refuses the tunnel
+    let (port, _) = connect_proxy(true);
+    let dev3 = Device::new();
+    let f3 = feed(&dev3);
+    let b3 = dev3.bundle("1.1.0", 3, "v2.ferry", &[]);
+    publish(&dev3, &f3, &b3, &[]);
+    let o = dev3.run_env(
+        &["daemon", "--once"],
+        &[(
+            "HTTPS_PROXY",
+            &format!("http://ferry:s3cret@127.0.0.1:{port}"),
+        )],
+    );
+    assert_eq!(o.code, 61, "{}", o.stderr);
+    assert!(o.stderr.contains("refused the tunnel"), "{}", o.stderr);
+    assert!(!o.stderr.contains("s3cret"), "{}", o.stderr);
+    assert_eq!(dev3.status()["state"], "idle");
+}

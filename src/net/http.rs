@@ -64,6 +64,8 @@ pub struct Client {
     /// a body started, it must have arrived at this average rate (bytes/s) or
     /// faster, or the transfer is abandoned. 0 switches the check off.
     pub min_rate_bps: u64,
+    /// From `https_proxy`, `http_proxy`, `no_proxy` when the client was made.
+    proxies: super::proxy::Proxies,
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
@@ -82,6 +84,8 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
 
 impl Client {
     pub fn new(o: &TlsOptions) -> Result<Client, HttpError> {
+        let proxies = super::proxy::Proxies::from_env(|k| std::env::var(k).ok())
+            .map_err(HttpError::Config)?;
         let tls = if o.ca.is_empty() && o.ca_pem.is_empty() {
             None
         } else {
@@ -143,6 +147,7 @@ impl Client {
             connect_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(30),
             min_rate_bps: 1024,
+            proxies,
         })
     }
 
@@ -184,17 +189,33 @@ impl Client {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<Response, HttpError> {
-        let tcp = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(url.authority()),
-        )
-        .await
-        .map_err(|_| HttpError::Timeout("connecting"))?
-        .map_err(|e| HttpError::Connect(format!("{}: {e}", url.authority())))?;
+        let proxy = self.proxies.for_url(url);
+        let peer = proxy.map_or_else(|| url.authority(), |p| p.authority());
+        let mut tcp =
+            tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(&peer))
+                .await
+                .map_err(|_| HttpError::Timeout("connecting"))?
+                .map_err(|e| match proxy {
+                    Some(p) => HttpError::Connect(format!("proxy {}: {e}", p.redacted())),
+                    None => HttpError::Connect(format!("{peer}: {e}")),
+                })?;
         let _ = tcp.set_nodelay(true);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(&url.path)
+        let mut uri = url.path.clone();
+        let mut req = hyper::Request::builder().method(method);
+        match proxy {
+            Some(p) if url.https => self.tunnel(&mut tcp, p, url).await?,
+            Some(p) => {
+                // plain http through a proxy: the absolute URI, and the
+                // proxy's credentials (it sees the request in any case)
+                uri = format!("http://{}{}", url.authority(), url.path);
+                if let Some(a) = &p.authorization {
+                    req = req.header("proxy-authorization", a);
+                }
+            }
+            None => {}
+        }
+        let mut req = req
+            .uri(&uri)
             .header("host", url.authority())
             .header("user-agent", concat!("ferry/", env!("CARGO_PKG_VERSION")));
         for (k, v) in headers {
@@ -229,6 +250,60 @@ impl Client {
             self.send(TokioIo::new(tcp), req).await?
         };
         Ok(resp)
+    }
+
+    /// Open a `CONNECT` tunnel to `url`'s host through proxy `p`: TLS then
+    /// runs end to end with the server through it.
+    async fn tunnel(
+        &self,
+        tcp: &mut tokio::net::TcpStream,
+        p: &super::proxy::Proxy,
+        url: &Url,
+    ) -> Result<(), HttpError> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let target = url.authority();
+        let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+        if let Some(a) = &p.authorization {
+            head.push_str(&format!("Proxy-Authorization: {a}\r\n"));
+        }
+        head.push_str("\r\n");
+        let exchange = async {
+            tcp.write_all(head.as_bytes()).await?;
+            // the reply's head, byte by byte: nothing of the tunnel is read
+            let mut reply = Vec::new();
+            while !reply.ends_with(b"\r\n\r\n") {
+                if reply.len() > 16 << 10 {
+                    return Err(std::io::Error::other("reply head larger than 16 KiB"));
+                }
+                reply.push(tcp.read_u8().await?);
+            }
+            Ok(reply)
+        };
+        let reply = tokio::time::timeout(self.idle_timeout, exchange)
+            .await
+            .map_err(|_| HttpError::Timeout("waiting for the proxy's CONNECT reply"))?
+            .map_err(|e| HttpError::Connect(format!("proxy {}: {e}", p.redacted())))?;
+        let line = String::from_utf8_lossy(&reply);
+        let status: Option<u16> = line
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok());
+        match status {
+            Some(200..=299) => Ok(()),
+            Some(407) => Err(HttpError::Connect(format!(
+                "proxy {} wants credentials (407); give them in the proxy URL",
+                p.redacted()
+            ))),
+            Some(s) => Err(HttpError::Connect(format!(
+                "proxy {} refused the tunnel to {target}: status {s}",
+                p.redacted()
+            ))),
+            None => Err(HttpError::Connect(format!(
+                "proxy {} answered CONNECT with no HTTP status",
+                p.redacted()
+            ))),
+        }
     }
 
     async fn send<T>(&self, io: T, req: hyper::Request<Full<Bytes>>) -> Result<Response, HttpError>

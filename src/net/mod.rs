@@ -3,4 +3,5 @@
 //! the bridge from an async response body to the synchronous bundle pipeline.
 
 pub mod http;
+pub(crate) mod proxy;
 pub mod url;

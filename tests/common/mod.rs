@@ -20,6 +20,18 @@ pub fn ferry(args: &[&str]) -> Out {
 pub fn ferry_env(args: &[&str], env: &[(&str, &str)]) -> Out {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
     c.args(args).env("FERRY_LOG", "warn");
+    // the tests' servers are on loopback: a proxy set where the tests run
+    // must not apply unless a test sets one
+    for k in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        c.env_remove(k);
+    }
     for (k, v) in env {
         c.env(k, v);
     }

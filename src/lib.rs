@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! ferry: an A/B update engine for low-RAM ARM boards running k3s.
 //!
 //! # Architecture
@@ -17,16 +18,29 @@
 //!   written, and becomes bootable only after the read-back digest matches.
 //! - Memory does not grow with bundle size: a fixed pool of chunk buffers.
 
+// The public API is `cli::run` and `Error`. The modules stay reachable for
+// the integration tests, fuzz targets and benchmarks (hidden from the docs);
+// inside them, items are `pub(crate)` unless one of those uses them, so the
+// compiler reports dead code (`unreachable_pub` keeps it that way).
+#[doc(hidden)]
 pub mod board;
+#[doc(hidden)]
 pub mod bundle;
 pub mod cli;
+#[doc(hidden)]
 pub mod daemon;
 pub mod error;
+#[doc(hidden)]
 pub mod feed;
+#[doc(hidden)]
 pub mod health;
+#[doc(hidden)]
 pub mod io;
+#[doc(hidden)]
 pub mod kube;
+#[doc(hidden)]
 pub mod net;
+#[doc(hidden)]
 pub mod update;
 
 pub use error::{Error, Result};

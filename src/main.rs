@@ -11,15 +11,20 @@ fn main() -> ExitCode {
         Some("error") => tracing::Level::ERROR,
         _ => tracing::Level::INFO,
     };
-    tracing_subscriber::fmt()
+    // a serial console, a pipe or journald (which stamps lines itself):
+    // plain lines, no colour codes, no timestamps
+    let plain = std::env::var_os("JOURNAL_STREAM").is_some()
+        || !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .init();
+        .with_ansi(!plain && std::env::var_os("NO_COLOR").is_none());
+    if plain {
+        fmt.without_time().init();
+    } else {
+        fmt.init();
+    }
     match ferry::cli::run(std::env::args_os()) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -680,3 +680,73 @@ fn proxies_from_the_environment() {
     assert!(!o.stderr.contains("s3cret"), "{}", o.stderr);
     assert_eq!(dev3.status()["state"], "idle");
 }
+
+/// What an init expects of a supervised daemon: READY=1, WATCHDOG=1 and
+/// STOPPING=1 on `$NOTIFY_SOCKET`; a hardware watchdog fed, then closed
+/// with the magic `V` when the daemon is stopped (SIGTERM), so a stop does
+/// not reset the board; the reboot into an update handed to the init's
+/// command (which stops the daemon, as an init does); and plain log lines
+/// (no colour codes, no timestamps) when stderr is not a terminal.
+#[test]
+fn init_integration_notify_watchdog_reboot_and_plain_logs() {
+    let (dev, _f, _b) = published_1_1_0();
+    let wd = dev.path("watchdog");
+    std::fs::write(&wd, b"").unwrap();
+    let mark = dev.path("init-rebooted");
+    let cfg = std::fs::read_to_string(&dev.config).unwrap();
+    let cfg = cfg
+        .replace(
+            "reboot = \"record\"\n",
+            &format!(
+                "reboot_command = [\"sh\", \"-c\", \"touch {} && kill -TERM $PPID\"]\nreboot_deadline_s = 600\n",
+                mark.display()
+            ),
+        )
+        .replace(
+            "[daemon]\n",
+            &format!("[daemon]\nwatchdog = \"{}\"\n", wd.display()),
+        );
+    std::fs::write(&dev.config, cfg).unwrap();
+    let sock_path = dev.path("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    // `timeout -s KILL`: should the stop not work, the test fails instead of
+    // ever reaching the direct reboot(2) after the deadline
+    let o = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "60", env!("CARGO_BIN_EXE_ferry")])
+        .args(["--config", s(&dev.config), "daemon", "--once"])
+        .env("FERRY_LOG", "info")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(
+        mark.exists(),
+        "the init's reboot command did not run: {stderr}"
+    );
+    assert_eq!(dev.status()["state"], "installed");
+    let fed = std::fs::read(&wd).unwrap();
+    assert!(fed.len() >= 2, "watchdog never fed: {fed:?}");
+    assert_eq!(fed.last(), Some(&b'V'), "no magic close: {fed:?}");
+    let mut msgs = Vec::new();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = sock.recv(&mut buf) {
+        msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    for want in ["READY=1", "WATCHDOG=1", "STOPPING=1"] {
+        assert!(msgs.iter().any(|m| m == want), "no {want}: {msgs:?}");
+    }
+    assert_eq!(
+        msgs.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{msgs:?}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "colour codes: {stderr}");
+    let first = stderr.lines().next().unwrap_or("");
+    assert!(
+        first.trim_start().starts_with("INFO") || first.trim_start().starts_with("WARN"),
+        "a timestamp or other prefix: {first:?}"
+    );
+}

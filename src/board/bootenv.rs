@@ -75,7 +75,7 @@ impl BootState {
     }
 
     /// Variables as the U-Boot and GRUB scripts read them.
-    pub fn to_vars(&self, base: &Vars) -> Vars {
+    pub(crate) fn to_vars(&self, base: &Vars) -> Vars {
         let mut v = base.clone();
         let order: Vec<&str> = self.order.iter().map(|s| s.letter()).collect();
         v.insert("BOOT_ORDER".into(), order.join(" "));

@@ -4,19 +4,20 @@
 
 use sha2::{Digest as _, Sha256};
 
-pub const SECTOR: u64 = 512;
+pub(crate) const SECTOR: u64 = 512;
 const ENTRIES: usize = 128;
 const ENTRY_LEN: usize = 128;
 const ENTRY_SECTORS: u64 = (ENTRIES * ENTRY_LEN) as u64 / SECTOR;
 
-pub const TYPE_LINUX: [u8; 16] = guid("0FC63DAF-8483-4772-8E79-3D69D8477DE4");
-pub const TYPE_ESP: [u8; 16] = guid("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
-pub const TYPE_BASIC_DATA: [u8; 16] = guid("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7");
+pub(crate) const TYPE_LINUX: [u8; 16] = guid("0FC63DAF-8483-4772-8E79-3D69D8477DE4");
+#[cfg(test)]
+pub(crate) const TYPE_ESP: [u8; 16] = guid("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+pub(crate) const TYPE_BASIC_DATA: [u8; 16] = guid("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7");
 /// Attribute bit 2: legacy BIOS bootable, which U-Boot's distro boot looks for.
-pub const ATTR_LEGACY_BOOT: u64 = 1 << 2;
+pub(crate) const ATTR_LEGACY_BOOT: u64 = 1 << 2;
 
 /// Parse a textual GUID into its on-disk (mixed-endian) byte order.
-pub const fn guid(s: &str) -> [u8; 16] {
+pub(crate) const fn guid(s: &str) -> [u8; 16] {
     let b = s.as_bytes();
     let mut raw = [0u8; 16];
     let mut i = 0;
@@ -80,12 +81,12 @@ pub fn derived_guid(seed: &str) -> [u8; 16] {
 }
 
 /// Number of sectors at the end of the disk the backup table takes.
-pub fn reserved_tail() -> u64 {
+pub(crate) fn reserved_tail() -> u64 {
     ENTRY_SECTORS + 1
 }
 
 /// First usable LBA (after MBR, header and entries).
-pub fn first_usable() -> u64 {
+pub(crate) fn first_usable() -> u64 {
     2 + ENTRY_SECTORS
 }
 

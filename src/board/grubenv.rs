@@ -4,7 +4,7 @@
 use super::ubootenv::Vars;
 
 const SIG: &str = "# GRUB Environment Block\n";
-pub const SIZE: usize = 1024;
+pub(crate) const SIZE: usize = 1024;
 
 pub fn decode(b: &[u8]) -> Result<Vars, String> {
     if b.len() != SIZE {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::error::Error;
 
 /// Files that come with a board (name, text): its boot script.
-pub type BoardFiles = Vec<(String, String)>;
+pub(crate) type BoardFiles = Vec<(String, String)>;
 
 /// One of the two slots.
 #[derive(
@@ -43,13 +43,13 @@ impl Slot {
         }
     }
     /// Upper-case letter as bootloader variables use it.
-    pub fn letter(self) -> &'static str {
+    pub(crate) fn letter(self) -> &'static str {
         match self {
             Slot::A => "A",
             Slot::B => "B",
         }
     }
-    pub fn parse(s: &str) -> Option<Slot> {
+    pub(crate) fn parse(s: &str) -> Option<Slot> {
         match s {
             "a" | "A" => Some(Slot::A),
             "b" | "B" => Some(Slot::B),
@@ -168,14 +168,14 @@ pub struct Board {
 }
 
 /// A shipped board: name, board file, extra files (name, contents).
-pub type BuiltinBoard = (
+pub(crate) type BuiltinBoard = (
     &'static str,
     &'static str,
     &'static [(&'static str, &'static str)],
 );
 
 /// Board files shipped with ferry, embedded at build time.
-pub const BUILTIN: &[BuiltinBoard] = &[
+pub(crate) const BUILTIN: &[BuiltinBoard] = &[
     (
         "qemu-aarch64-virt",
         include_str!("../../board/qemu-aarch64-virt.toml"),
@@ -201,7 +201,7 @@ pub const BUILTIN: &[BuiltinBoard] = &[
 ];
 
 /// First partition LBA (1 MiB alignment).
-pub const FIRST_MIB: u64 = 1;
+pub(crate) const FIRST_MIB: u64 = 1;
 
 fn cfg_err(path: &str, detail: impl Into<String>) -> Error {
     Error::Config {
@@ -218,7 +218,7 @@ impl Board {
     }
 
     /// A board shipped in the binary, by name, with its files (boot script).
-    pub fn builtin(name: &str) -> Option<Result<(Board, BoardFiles), Error>> {
+    pub(crate) fn builtin(name: &str) -> Option<Result<(Board, BoardFiles), Error>> {
         let (_, text, files) = BUILTIN.iter().find(|(n, _, _)| *n == name)?;
         let files = files
             .iter()
@@ -315,7 +315,7 @@ impl Board {
         Ok(())
     }
 
-    pub fn slot_targets(&self, slot: Slot) -> impl Iterator<Item = &str> {
+    pub(crate) fn slot_targets(&self, slot: Slot) -> impl Iterator<Item = &str> {
         self.partitions
             .iter()
             .filter(move |p| p.kind == PartKind::Slot && p.slot == Some(slot))
@@ -323,14 +323,14 @@ impl Board {
     }
 
     /// The partition receiving `target` in `slot`.
-    pub fn slot_partition(&self, slot: Slot, target: &str) -> Option<&Partition> {
+    pub(crate) fn slot_partition(&self, slot: Slot, target: &str) -> Option<&Partition> {
         self.partitions.iter().find(|p| {
             p.kind == PartKind::Slot && p.slot == Some(slot) && p.target.as_deref() == Some(target)
         })
     }
 
     /// 1-based partition number of a partition (as in /dev/vdaN).
-    pub fn part_number(&self, name: &str) -> Option<usize> {
+    pub(crate) fn part_number(&self, name: &str) -> Option<usize> {
         self.partitions
             .iter()
             .position(|p| p.name == name)

@@ -7,7 +7,7 @@ use super::bootenv::BootState;
 use super::Slot;
 
 /// Render autoboot.txt for a state; `part` maps a slot to its boot partition number.
-pub fn encode(st: &BootState, part: impl Fn(Slot) -> usize) -> String {
+pub(crate) fn encode(st: &BootState, part: impl Fn(Slot) -> usize) -> String {
     let committed = st
         .order
         .iter()

@@ -15,14 +15,14 @@
 
 use crate::error::BundleError;
 
-pub const MAGIC: &[u8; 8] = b"FERRYBDL";
+pub(crate) const MAGIC: &[u8; 8] = b"FERRYBDL";
 /// 2: manifest signatures are domain-separated (`keys::Context::Bundle`).
-pub const FORMAT_VERSION: u32 = 2;
-pub const HEADER_LEN: usize = 24;
+pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const HEADER_LEN: usize = 24;
 /// Hard limit on the manifest size, checked before any allocation.
-pub const MAX_MANIFEST: u32 = 8 << 20;
-pub const MAX_SIGNATURES: usize = 32;
-pub const SIG_ENTRY_LEN: usize = 8 + 64;
+pub(crate) const MAX_MANIFEST: u32 = 8 << 20;
+pub(crate) const MAX_SIGNATURES: usize = 32;
+pub(crate) const SIG_ENTRY_LEN: usize = 8 + 64;
 
 /// The parsed fixed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub struct Header {
 }
 
 impl Header {
-    pub fn parse(b: &[u8; HEADER_LEN]) -> Result<Self, BundleError> {
+    pub(crate) fn parse(b: &[u8; HEADER_LEN]) -> Result<Self, BundleError> {
         if &b[..8] != MAGIC {
             return Err(BundleError::BadMagic);
         }
@@ -71,7 +71,8 @@ impl Header {
         })
     }
 
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
+    #[cfg(any(feature = "host", test))]
+    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[..8].copy_from_slice(MAGIC);
         b[8..12].copy_from_slice(&self.format.to_le_bytes());
@@ -81,7 +82,7 @@ impl Header {
     }
 
     /// Offset of the first payload byte.
-    pub fn payload_offset(&self) -> u64 {
+    pub(crate) fn payload_offset(&self) -> u64 {
         HEADER_LEN as u64 + u64::from(self.manifest_len) + u64::from(self.sigs_len)
     }
 }
@@ -93,7 +94,7 @@ pub struct SignatureEntry {
     pub signature: [u8; 64],
 }
 
-pub fn parse_signatures(b: &[u8]) -> Result<Vec<SignatureEntry>, BundleError> {
+pub(crate) fn parse_signatures(b: &[u8]) -> Result<Vec<SignatureEntry>, BundleError> {
     if b.len() % SIG_ENTRY_LEN != 0 {
         return Err(BundleError::BadSignatureBlock("partial entry".into()));
     }
@@ -114,7 +115,8 @@ pub fn parse_signatures(b: &[u8]) -> Result<Vec<SignatureEntry>, BundleError> {
         .collect())
 }
 
-pub fn encode_signatures(entries: &[SignatureEntry]) -> Vec<u8> {
+#[cfg(feature = "host")]
+pub(crate) fn encode_signatures(entries: &[SignatureEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.len() * SIG_ENTRY_LEN);
     for e in entries {
         out.extend_from_slice(&e.key_id);
@@ -124,7 +126,7 @@ pub fn encode_signatures(entries: &[SignatureEntry]) -> Vec<u8> {
 }
 
 /// Lower-case hex of bytes.
-pub fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     const D: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {
@@ -135,7 +137,7 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 /// Parse exactly `N` bytes of hex (either case).
-pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+pub(crate) fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     let s = s.as_bytes();
     if s.len() != N * 2 {
         return None;

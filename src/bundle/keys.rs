@@ -9,10 +9,11 @@ use super::format::{hex, unhex, SignatureEntry};
 use crate::error::BundleError;
 
 const PUB_TAG: &str = "ferry-ed25519-public";
+#[cfg(any(feature = "host", test))]
 const SECRET_TAG: &str = "ferry-ed25519-secret";
 
 /// First 8 bytes of SHA-256 over the public key.
-pub fn key_id(k: &VerifyingKey) -> [u8; 8] {
+pub(crate) fn key_id(k: &VerifyingKey) -> [u8; 8] {
     let d = Sha256::digest(k.as_bytes());
     let mut id = [0u8; 8];
     id.copy_from_slice(&d[..8]);
@@ -27,16 +28,17 @@ pub struct PublicKey {
 }
 
 impl PublicKey {
-    pub fn id(&self) -> [u8; 8] {
+    pub(crate) fn id(&self) -> [u8; 8] {
         key_id(&self.key)
     }
 
     /// One line: `ferry-ed25519-public <64 hex> <name>`.
-    pub fn encode(&self) -> String {
+    #[cfg(any(feature = "host", test))]
+    pub(crate) fn encode(&self) -> String {
         format!("{PUB_TAG} {} {}\n", hex(self.key.as_bytes()), self.name)
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         if let Some(der) = super::pem::pem_block(text, "PUBLIC KEY") {
             let bytes = super::pem::key_from_spki(&der?)?;
             let key = VerifyingKey::from_bytes(&bytes).map_err(|_| "not a valid ed25519 point")?;
@@ -94,11 +96,13 @@ impl SecretKey {
         }
     }
 
-    pub fn encode(&self) -> String {
+    #[cfg(any(feature = "host", test))]
+    pub(crate) fn encode(&self) -> String {
         format!("{SECRET_TAG} {} {}\n", hex(self.key.as_bytes()), self.name)
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
+    #[cfg(any(feature = "host", test))]
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         if let Some(der) = super::pem::pem_block(text, "PRIVATE KEY") {
             return Ok(Self::from_seed("pem", super::pem::seed_from_pkcs8(&der?)?));
         }
@@ -126,7 +130,9 @@ impl SecretKey {
 
 /// Something that signs a document for a context: a key in this process, or
 /// an external signer (HSM, KMS) behind a command.
-pub type SignFn<'a> = dyn FnMut(Context, &[u8]) -> Result<SignatureEntry, crate::error::Error> + 'a;
+#[cfg(feature = "host")]
+pub(crate) type SignFn<'a> =
+    dyn FnMut(Context, &[u8]) -> Result<SignatureEntry, crate::error::Error> + 'a;
 
 /// What a signature is for (domain separation): the bytes signed are
 /// `prefix || document`, with a prefix per kind of document and format.
@@ -139,7 +145,7 @@ pub enum Context {
 }
 
 impl Context {
-    pub fn prefix(self) -> &'static [u8] {
+    pub(crate) fn prefix(self) -> &'static [u8] {
         match self {
             Context::Bundle => b"ferry-bundle-v2\0",
             Context::Feed => b"ferry-feed-v2\0",
@@ -147,7 +153,7 @@ impl Context {
     }
 
     /// The exact bytes a signature covers.
-    pub fn message(self, doc: &[u8]) -> Vec<u8> {
+    pub(crate) fn message(self, doc: &[u8]) -> Vec<u8> {
         let mut m = Vec::with_capacity(self.prefix().len() + doc.len());
         m.extend_from_slice(self.prefix());
         m.extend_from_slice(doc);
@@ -174,10 +180,6 @@ impl Keyring {
             keys: uniq,
             threshold: threshold.max(1),
         }
-    }
-
-    pub fn keys(&self) -> &[PublicKey] {
-        &self.keys
     }
 
     /// Check the signatures over `msg`. Returns the ids of the distinct trusted

@@ -11,13 +11,13 @@ use sha2::{Digest as _, Sha256};
 use super::format::{hex, unhex};
 use crate::error::BundleError;
 
-pub const MANIFEST_FORMAT: u32 = 1;
-pub const MIN_CHUNK: u32 = 64 << 10;
-pub const MAX_CHUNK: u32 = 16 << 20;
+pub(crate) const MANIFEST_FORMAT: u32 = 1;
+pub(crate) const MIN_CHUNK: u32 = 64 << 10;
+pub(crate) const MAX_CHUNK: u32 = 16 << 20;
 /// Largest zstd window a bundle may ask a device to allocate (16 MiB).
-pub const MAX_WINDOW_LOG: u32 = 24;
+pub(crate) const MAX_WINDOW_LOG: u32 = 24;
 /// Features this reader implements; a manifest `requires` anything else is refused.
-pub const SUPPORTED_REQUIREMENTS: &[&str] = &[];
+pub(crate) const SUPPORTED_REQUIREMENTS: &[&str] = &[];
 
 /// A SHA-256 digest, serialised as lower-case hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,7 +39,7 @@ impl Sha256Digest {
     pub fn of(data: &[u8]) -> Self {
         Self(Sha256::digest(data).into())
     }
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         unhex::<32>(s).map(Self)
     }
 }
@@ -117,7 +117,7 @@ pub struct Manifest {
 }
 
 /// Root digest over a chunk list (see [`Payload::sha256`]).
-pub fn chunk_root(chunks: &[Chunk]) -> Sha256Digest {
+pub(crate) fn chunk_root(chunks: &[Chunk]) -> Sha256Digest {
     let mut h = Sha256::new();
     for c in chunks {
         h.update(c.sha256.0);
@@ -126,13 +126,13 @@ pub fn chunk_root(chunks: &[Chunk]) -> Sha256Digest {
 }
 
 /// Largest compressed size a chunk of `n` bytes may have (zstd's compress bound).
-pub fn max_compressed(n: u32) -> u64 {
+pub(crate) fn max_compressed(n: u32) -> u64 {
     let n = u64::from(n);
     n + (n >> 8) + 512
 }
 
 /// A name used in paths, partition look-ups and logs: short, no separators.
-pub fn safe_name(s: &str) -> bool {
+pub(crate) fn safe_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s != "."
@@ -153,12 +153,13 @@ impl Manifest {
         Ok(m)
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
+    #[cfg(any(feature = "host", test))]
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         // Serialising plain data structs with string keys cannot fail.
         serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 
-    pub fn validate(&self) -> Result<(), BundleError> {
+    pub(crate) fn validate(&self) -> Result<(), BundleError> {
         if self.format != MANIFEST_FORMAT {
             return Err(BundleError::UnsupportedFormat(self.format));
         }
@@ -246,12 +247,12 @@ impl Manifest {
     }
 
     /// Total compressed payload bytes.
-    pub fn payload_bytes(&self) -> u64 {
+    pub(crate) fn payload_bytes(&self) -> u64 {
         self.payloads.iter().map(|p| p.size).sum()
     }
 
     /// Decompressed length of chunk `i` of payload `p`.
-    pub fn chunk_len(&self, p: &Payload, i: usize) -> usize {
+    pub(crate) fn chunk_len(&self, p: &Payload, i: usize) -> usize {
         let start = i as u64 * u64::from(self.chunk_size);
         (p.installed_size - start).min(u64::from(self.chunk_size)) as usize
     }
@@ -261,7 +262,7 @@ impl Manifest {
 pub(crate) mod tests {
     use super::*;
 
-    pub fn sample() -> Manifest {
+    pub(crate) fn sample() -> Manifest {
         let chunks = vec![
             Chunk {
                 size: 10,

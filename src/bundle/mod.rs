@@ -3,7 +3,7 @@
 
 pub mod format;
 pub mod keys;
-pub mod manifest;
+pub(crate) mod manifest;
 pub mod pem;
 pub mod reader;
 #[cfg(feature = "host")]

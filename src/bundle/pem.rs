@@ -7,6 +7,7 @@
 //! Never does: files, clocks, threads, processes, network.
 
 /// PKCS#8 v1 Ed25519 private key, up to the 32-byte seed (RFC 8410 §7).
+#[cfg(any(feature = "host", test))]
 const PKCS8_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
@@ -16,7 +17,7 @@ const SPKI_PREFIX: [u8; 12] = [
 ];
 
 /// The DER inside a PEM block with `label`, if the text is one.
-pub fn pem_block(text: &str, label: &str) -> Option<Result<Vec<u8>, String>> {
+pub(crate) fn pem_block(text: &str, label: &str) -> Option<Result<Vec<u8>, String>> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let start = text.find(&begin)? + begin.len();
@@ -25,7 +26,8 @@ pub fn pem_block(text: &str, label: &str) -> Option<Result<Vec<u8>, String>> {
 }
 
 /// The seed of an Ed25519 PKCS#8 private key (v1, or v2 with the public key).
-pub fn seed_from_pkcs8(der: &[u8]) -> Result<[u8; 32], String> {
+#[cfg(any(feature = "host", test))]
+pub(crate) fn seed_from_pkcs8(der: &[u8]) -> Result<[u8; 32], String> {
     // v2 (RFC 5958, "OneAsymmetricKey") has version 1 and a longer outer length
     let v1 = der.len() == 48 && der[..16] == PKCS8_PREFIX;
     let v2 = der.len() > 48
@@ -41,7 +43,7 @@ pub fn seed_from_pkcs8(der: &[u8]) -> Result<[u8; 32], String> {
 }
 
 /// The key of an Ed25519 SubjectPublicKeyInfo.
-pub fn key_from_spki(der: &[u8]) -> Result<[u8; 32], String> {
+pub(crate) fn key_from_spki(der: &[u8]) -> Result<[u8; 32], String> {
     if der.len() != 44 || der[..12] != SPKI_PREFIX {
         return Err("not an Ed25519 public key (SubjectPublicKeyInfo)".into());
     }
@@ -50,18 +52,21 @@ pub fn key_from_spki(der: &[u8]) -> Result<[u8; 32], String> {
     Ok(k)
 }
 
-pub fn pkcs8_pem(seed: &[u8; 32]) -> String {
+#[cfg(any(feature = "host", test))]
+pub(crate) fn pkcs8_pem(seed: &[u8; 32]) -> String {
     let mut der = PKCS8_PREFIX.to_vec();
     der.extend_from_slice(seed);
     pem("PRIVATE KEY", &der)
 }
 
-pub fn spki_pem(key: &[u8; 32]) -> String {
+#[cfg(any(feature = "host", test))]
+pub(crate) fn spki_pem(key: &[u8; 32]) -> String {
     let mut der = SPKI_PREFIX.to_vec();
     der.extend_from_slice(key);
     pem("PUBLIC KEY", &der)
 }
 
+#[cfg(any(feature = "host", test))]
 fn pem(label: &str, der: &[u8]) -> String {
     let b = base64_encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
@@ -76,7 +81,7 @@ fn pem(label: &str, der: &[u8]) -> String {
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding.
-pub fn base64_encode(data: &[u8]) -> String {
+pub(crate) fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let mut acc = 0u32;
@@ -95,7 +100,7 @@ pub fn base64_encode(data: &[u8]) -> String {
 }
 
 /// Decode standard base64 (with or without padding, whitespace ignored).
-pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
     fn val(c: u8) -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',

@@ -34,7 +34,7 @@ pub struct OpenedBundle {
 
 impl OpenedBundle {
     /// Total length of a well-formed bundle with this manifest.
-    pub fn total_len(&self) -> u64 {
+    pub(crate) fn total_len(&self) -> u64 {
         self.header.payload_offset() + self.manifest.payload_bytes()
     }
 }
@@ -54,7 +54,7 @@ impl std::ops::Deref for VerifiedBundle {
 
 impl VerifiedBundle {
     /// What the install policy needs to know of it.
-    pub fn candidate(&self) -> crate::update::policy::Candidate {
+    pub(crate) fn candidate(&self) -> crate::update::policy::Candidate {
         crate::update::policy::Candidate::of(&self.0.manifest, self.0.manifest_digest)
     }
 }
@@ -72,7 +72,7 @@ pub struct Position {
 }
 
 /// Byte offset in the bundle file at which `pos` starts.
-pub fn chunk_offset(b: &OpenedBundle, pos: Position) -> u64 {
+pub(crate) fn chunk_offset(b: &OpenedBundle, pos: Position) -> u64 {
     let mut off = b.header.payload_offset();
     for (i, p) in b.manifest.payloads.iter().enumerate() {
         if i == pos.payload {
@@ -413,7 +413,7 @@ impl PayloadSink for DigestSink {
 }
 
 /// Open, authenticate and fully verify a bundle from a reader.
-pub fn verify(
+pub(crate) fn verify(
     mut r: impl Read + Send,
     keyring: &Keyring,
     sink: &mut DigestSink,

@@ -20,14 +20,14 @@ use crate::error::{BundleError, Error};
 
 /// One input file and where it goes.
 #[derive(Debug, Clone)]
-pub struct Input {
+pub(crate) struct Input {
     pub name: String,
     pub target: String,
     pub path: PathBuf,
 }
 
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     pub compatible: String,
     pub version: semver::Version,
     pub min_installed_version: Option<semver::Version>,
@@ -42,7 +42,7 @@ fn window_log(chunk_size: u32) -> u32 {
 }
 
 /// Build a bundle at `output`. `progress` gets input bytes consumed.
-pub fn create(
+pub(crate) fn create(
     inputs: &[Input],
     opts: &Options,
     keys: &[SecretKey],
@@ -200,7 +200,7 @@ fn compress_one(
 }
 
 /// Read until `buf` is full or EOF; returns bytes read.
-pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
@@ -216,7 +216,7 @@ pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Add a signature to an existing bundle (threshold signing by several key
 /// holders), or replace all signatures. The manifest bytes are not parsed
 /// or changed: what is signed is exactly what was there.
-pub fn sign(
+pub(crate) fn sign(
     input: &Path,
     signer: &mut super::keys::SignFn<'_>,
     replace: bool,

@@ -13,7 +13,7 @@ fn open_file(path: &Path) -> Result<BufReader<File>, Error> {
     Ok(BufReader::with_capacity(256 << 10, f))
 }
 
-pub fn verify(
+pub(super) fn verify(
     path: &Path,
     keys: &[PathBuf],
     keyrings: &[PathBuf],
@@ -44,7 +44,7 @@ pub fn verify(
     Ok(())
 }
 
-pub fn inspect(path: &Path, json: bool) -> Result<(), Error> {
+pub(super) fn inspect(path: &Path, json: bool) -> Result<(), Error> {
     let b = reader::open(&mut open_file(path)?, None)?;
     let m = &b.manifest;
     if json {
@@ -91,7 +91,7 @@ pub fn inspect(path: &Path, json: bool) -> Result<(), Error> {
 }
 
 #[cfg(feature = "host")]
-pub struct CreateArgs {
+pub(super) struct CreateArgs {
     pub board: String,
     pub version: String,
     pub min_installed: Option<String>,
@@ -104,7 +104,7 @@ pub struct CreateArgs {
 }
 
 #[cfg(feature = "host")]
-pub fn create(a: CreateArgs, quiet: bool) -> Result<(), Error> {
+pub(super) fn create(a: CreateArgs, quiet: bool) -> Result<(), Error> {
     use crate::bundle::writer;
     let version = semver::Version::parse(&a.version)
         .map_err(|e| Error::Usage(format!("--version {:?} is not semver: {e}", a.version)))?;
@@ -166,7 +166,7 @@ pub fn create(a: CreateArgs, quiet: bool) -> Result<(), Error> {
 /// and every chunk and payload digest must hold (the bundle is read whole,
 /// unauthenticated), and what is being signed is shown; on a terminal the
 /// holder confirms, without one `--yes` is required.
-pub fn review_for_signing(file: &Path, yes: bool) -> Result<(), Error> {
+pub(super) fn review_for_signing(file: &Path, yes: bool) -> Result<(), Error> {
     use std::io::IsTerminal as _;
     let f = std::fs::File::open(file).map_err(|e| Error::io("open bundle", file, e))?;
     let mut r = std::io::BufReader::with_capacity(1 << 20, f);
@@ -207,7 +207,7 @@ pub fn review_for_signing(file: &Path, yes: bool) -> Result<(), Error> {
 
 #[cfg(feature = "host")]
 /// `feed publish` lists only a bundle that verifies in full against `ring`.
-pub fn verify_for_publish(file: &Path, ring: &crate::bundle::Keyring) -> Result<(), Error> {
+pub(super) fn verify_for_publish(file: &Path, ring: &crate::bundle::Keyring) -> Result<(), Error> {
     let f = std::fs::File::open(file).map_err(|e| Error::io("open bundle", file, e))?;
     let mut sink = crate::bundle::reader::DigestSink::default();
     crate::bundle::reader::verify(

@@ -36,7 +36,7 @@ fn payload(path: &Path, len: usize, seed: u64) -> Result<(), Error> {
     std::fs::write(path, v).map_err(|e| Error::io("write", path, e))
 }
 
-pub fn run(dir: Option<PathBuf>) -> Result<(), Error> {
+pub(super) fn run(dir: Option<PathBuf>) -> Result<(), Error> {
     let dir = match dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("ferry-demo-{}", std::process::id())),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 
 #[allow(clippy::too_many_arguments)]
-pub fn build(
+pub(super) fn build(
     board: &str,
     bundle: &Path,
     output: &Path,
@@ -48,7 +48,7 @@ pub fn build(
     Ok(())
 }
 
-pub fn flash(
+pub(super) fn flash(
     image: &Path,
     device: &Path,
     bmap: Option<&Path>,
@@ -109,7 +109,7 @@ pub fn flash(
     Ok(())
 }
 
-pub fn provision(
+pub(super) fn provision(
     image: &Path,
     node: Option<&Path>,
     batch: Option<&Path>,

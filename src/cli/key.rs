@@ -9,7 +9,7 @@ use crate::bundle::format::hex;
 use crate::bundle::keys::{key_id, SecretKey};
 use crate::error::Error;
 
-pub fn generate(name: &str, dir: &Path) -> Result<(), Error> {
+pub(super) fn generate(name: &str, dir: &Path) -> Result<(), Error> {
     let base = Path::new(name)
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -60,7 +60,7 @@ pub fn generate(name: &str, dir: &Path) -> Result<(), Error> {
 }
 
 /// `ferry key export FILE`: the key as PEM on stdout.
-pub fn export(file: &Path) -> Result<(), Error> {
+pub(super) fn export(file: &Path) -> Result<(), Error> {
     if let Ok(k) = crate::io::keyfiles::read_public(file) {
         print!("{}", crate::bundle::pem::spki_pem(k.key.as_bytes()));
         return Ok(());

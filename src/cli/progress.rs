@@ -1,10 +1,10 @@
 //! Progress bars on a terminal (host builds); nothing otherwise.
 
 #[cfg(feature = "host")]
-pub type Bar = indicatif::ProgressBar;
+pub(super) type Bar = indicatif::ProgressBar;
 
 #[cfg(feature = "host")]
-pub fn bar(total: u64, what: &str, quiet: bool) -> Option<Bar> {
+pub(super) fn bar(total: u64, what: &str, quiet: bool) -> Option<Bar> {
     use std::io::IsTerminal as _;
     if quiet || !std::io::stderr().is_terminal() {
         return None;
@@ -23,15 +23,15 @@ pub fn bar(total: u64, what: &str, quiet: bool) -> Option<Bar> {
 /// Device builds have no bar; a no-op type with the same calls.
 #[cfg(not(feature = "host"))]
 #[derive(Clone)]
-pub struct Bar;
+pub(super) struct Bar;
 
 #[cfg(not(feature = "host"))]
 impl Bar {
-    pub fn inc(&self, _: u64) {}
-    pub fn finish_and_clear(&self) {}
+    pub(super) fn inc(&self, _: u64) {}
+    pub(super) fn finish_and_clear(&self) {}
 }
 
 #[cfg(not(feature = "host"))]
-pub fn bar(_: u64, _: &str, _: bool) -> Option<Bar> {
+pub(super) fn bar(_: u64, _: &str, _: bool) -> Option<Bar> {
     None
 }

@@ -16,7 +16,7 @@ fn keyring(cfg: &Config) -> Result<Keyring, Error> {
     crate::io::keyfiles::load_keyring(&[] as &[&Path], &[&cfg.keyring], cfg.threshold)
 }
 
-pub fn status(config: &Path, json: bool) -> Result<(), Error> {
+pub(super) fn status(config: &Path, json: bool) -> Result<(), Error> {
     let cfg = Config::load(config)?;
     let mut node = Node::open(cfg, false)?;
     let v = node.status_view()?;
@@ -79,7 +79,12 @@ pub fn status(config: &Path, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn install(config: &Path, file: &Path, no_reboot: bool, quiet: bool) -> Result<(), Error> {
+pub(super) fn install(
+    config: &Path,
+    file: &Path,
+    no_reboot: bool,
+    quiet: bool,
+) -> Result<(), Error> {
     let cfg = Config::load(config)?;
     let ring = keyring(&cfg)?;
     let as_url = file
@@ -181,7 +186,7 @@ fn print_installed(done: &crate::update::engine::Installed) {
     );
 }
 
-pub fn event(config: &Path, ev: Event) -> Result<(), Error> {
+pub(super) fn event(config: &Path, ev: Event) -> Result<(), Error> {
     let cfg = Config::load(config)?;
     let mut node = Node::open(cfg, true)?;
     let acts = node.apply(ev)?;
@@ -192,7 +197,7 @@ pub fn event(config: &Path, ev: Event) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn check(config: &Path) -> Result<(), Error> {
+pub(super) fn check(config: &Path) -> Result<(), Error> {
     use crate::daemon::{gate, GateOutcome};
     let cfg = Config::load(config)?;
     let mut node = Node::open(cfg, true)?;
@@ -221,7 +226,7 @@ pub fn check(config: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn ctl(config: &Path, cmd: &str, url: Option<String>) -> Result<(), Error> {
+pub(super) fn ctl(config: &Path, cmd: &str, url: Option<String>) -> Result<(), Error> {
     use crate::daemon::control::Request;
     let cfg = Config::load(config)?;
     let mut raw = serde_json::json!({"cmd": cmd});
@@ -248,7 +253,7 @@ pub fn ctl(config: &Path, cmd: &str, url: Option<String>) -> Result<(), Error> {
 }
 
 /// `ferry recover-state`: a new record from what survives outside it.
-pub fn recover(config: &Path, floor: Option<semver::Version>) -> Result<(), Error> {
+pub(super) fn recover(config: &Path, floor: Option<semver::Version>) -> Result<(), Error> {
     use crate::update::engine::{BootEnv as _, RecordStore as _};
     let cfg = Config::load(config)?;
     let (board, _) = crate::io::boardfile::load(&cfg.board)?;

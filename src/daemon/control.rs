@@ -21,7 +21,7 @@ use crate::error::Error;
 /// One request on the control socket (`{"cmd": "install", "url": ..., "wait": true}`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Request {
+pub(crate) enum Request {
     Status,
     Progress,
     CheckNow,
@@ -38,7 +38,7 @@ pub enum Request {
 /// How long a waiting install request is answered at the latest.
 const INSTALL_WAIT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
-pub fn bind(path: &Path) -> Result<UnixListener, Error> {
+pub(crate) fn bind(path: &Path) -> Result<UnixListener, Error> {
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path).map_err(|e| Error::io("bind control socket", path, e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -46,7 +46,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
     Ok(l)
 }
 
-pub fn serve(l: UnixListener, shared: Arc<Shared>) {
+pub(crate) fn serve(l: UnixListener, shared: Arc<Shared>) {
     for conn in l.incoming() {
         let Ok(s) = conn else { continue };
         let shared = shared.clone();
@@ -139,7 +139,7 @@ fn handle(s: UnixStream, shared: &Shared) -> std::io::Result<()> {
 use std::io::Read as _;
 
 /// Client side for `ferry ctl`: send one request, return the answer.
-pub fn request(path: &Path, req: &Request) -> Result<serde_json::Value, Error> {
+pub(crate) fn request(path: &Path, req: &Request) -> Result<serde_json::Value, Error> {
     let mut s =
         UnixStream::connect(path).map_err(|e| Error::io("connect to the daemon", path, e))?;
     let line = serde_json::to_string(req)

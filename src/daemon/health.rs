@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::health::HealthConfig;
 
 /// Run every command once; the first failure is the round's result.
-pub fn run_round(cfg: &HealthConfig) -> Result<(), String> {
+pub(crate) fn run_round(cfg: &HealthConfig) -> Result<(), String> {
     for c in &cfg.commands {
         let timeout = Duration::from_secs(cfg.interval_s.max(10));
         run_one(c, timeout)?;

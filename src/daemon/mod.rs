@@ -5,9 +5,10 @@
 //! socket reports status and takes check-now / pause / resume / install.
 //! The loop is synchronous; a one-worker tokio runtime serves HTTP.
 
-pub mod control;
-pub mod health;
-pub mod ota;
+pub(crate) mod control;
+pub(crate) mod health;
+pub(crate) mod ota;
+pub(crate) mod watchdog;
 pub mod window;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +29,7 @@ use crate::update::machine::{Event, State};
 use health::run_round;
 
 #[derive(Default)]
-pub struct Wake {
+pub(crate) struct Wake {
     pub check_now: bool,
     /// An install asked for over the control socket, with its request id.
     pub install_url: Option<(String, u64)>,
@@ -36,20 +37,22 @@ pub struct Wake {
 
 /// How an install asked for over the control socket ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstallOutcome {
+pub(crate) struct InstallOutcome {
     /// ferry's exit code for it (0: installed, trial armed).
     pub code: u8,
     pub message: String,
 }
 
 #[derive(Default)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub paused: AtomicBool,
     wake: Mutex<Wake>,
     cv: Condvar,
     status: Mutex<serde_json::Value>,
     phase: Mutex<String>,
     pub received: Arc<AtomicU64>,
+    /// Signs of life of the main loop, for the watchdogs.
+    pub(crate) live: Arc<watchdog::Liveness>,
     next_id: AtomicU64,
     outcomes: Mutex<std::collections::HashMap<u64, InstallOutcome>>,
     done: Condvar,
@@ -57,7 +60,7 @@ pub struct Shared {
 
 impl Shared {
     /// Queue an install of `url`; returns the id its outcome is reported under.
-    pub fn request_install(&self, url: String) -> u64 {
+    pub(crate) fn request_install(&self, url: String) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
         self.wake(|w| w.install_url = Some((url, id)));
         id
@@ -71,7 +74,7 @@ impl Shared {
     }
 
     /// Wait up to `d` for the outcome of install request `id`.
-    pub fn wait_outcome(&self, id: u64, d: Duration) -> Option<InstallOutcome> {
+    pub(crate) fn wait_outcome(&self, id: u64, d: Duration) -> Option<InstallOutcome> {
         let deadline = Instant::now() + d;
         let mut g = self.outcomes.lock().ok()?;
         loop {
@@ -86,16 +89,16 @@ impl Shared {
         }
     }
 
-    pub fn wake(&self, f: impl FnOnce(&mut Wake)) {
+    pub(crate) fn wake(&self, f: impl FnOnce(&mut Wake)) {
         if let Ok(mut w) = self.wake.lock() {
             f(&mut w);
         }
         self.cv.notify_all();
     }
-    pub fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
-    pub fn phase(&self) -> String {
+    pub(crate) fn phase(&self) -> String {
         self.phase.lock().map(|s| s.clone()).unwrap_or_default()
     }
     fn set_phase(&self, p: &str) {
@@ -109,6 +112,8 @@ impl Shared {
             return Wake::default();
         };
         let deadline = Instant::now() + d;
+        self.live.set_waiting(true);
+        let _awake = Awake(&self.live);
         while !g.check_now && g.install_url.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -123,7 +128,7 @@ impl Shared {
     }
 }
 
-pub struct Options {
+pub(crate) struct Options {
     /// One pass (gate, poll, install) and exit: for tests and cron-style use.
     pub once: bool,
 }
@@ -145,7 +150,24 @@ fn jitter(max: u64) -> u64 {
     }
 }
 
-pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
+/// Marks the main loop busy again when a wait ends, however it ends.
+struct Awake<'a>(&'a watchdog::Liveness);
+
+impl Drop for Awake<'_> {
+    fn drop(&mut self) {
+        self.0.set_waiting(false);
+    }
+}
+
+pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
+    let shared = Arc::new(Shared::default());
+    // before any other thread exists: they all inherit the blocked signals
+    let supervisor = watchdog::Supervisor::start(
+        cfg.daemon.watchdog.as_deref(),
+        Duration::from_secs(cfg.daemon.stall_s),
+        shared.live.clone(),
+        shared.received.clone(),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -156,12 +178,9 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         &[&cfg.keyring],
         cfg.threshold,
     )?;
-    let shared = Arc::new(Shared::default());
-    if let Some(w) = &cfg.daemon.watchdog {
-        start_watchdog(w);
-    }
     let mut node = Node::open(cfg.clone(), true)?;
     publish_status(&mut node, &shared);
+    supervisor.ready();
     // the control socket answers only once there is a status to give
     match control::bind(&cfg.daemon.socket) {
         Ok(l) => {
@@ -222,6 +241,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
     let window = cfg.feed.as_ref().and_then(|f| f.maintenance_window);
     let mut wake = Wake::default();
     loop {
+        shared.live.beat();
         let mut failure: Option<Error> = None;
         let in_window = window.is_none_or(|w| w.contains(now()));
         let explicit = wake.install_url.take();
@@ -319,10 +339,9 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), Error> {
 fn cluster(
     c: &crate::io::config::ClusterConfig,
 ) -> Result<(crate::kube::Kube, crate::kube::RebootOptions), Error> {
-    let kc = if c.kubeconfig == "in-cluster" {
-        crate::kube::kubeconfig::in_cluster()?
-    } else {
-        crate::kube::kubeconfig::load(std::path::Path::new(&c.kubeconfig))?
+    let kc = match &c.kubeconfig {
+        crate::io::config::Kubeconfig::InCluster => crate::kube::kubeconfig::in_cluster()?,
+        crate::io::config::Kubeconfig::File(p) => crate::kube::kubeconfig::load(p)?,
     };
     let kube = crate::kube::Kube::new(&kc)?;
     let node = c
@@ -402,7 +421,7 @@ fn seen_serial(node: &Node, channel: &str) -> Result<Option<u64>, Error> {
 }
 
 /// Fetch and verify the index, pick a release, install it.
-pub fn poll_once(
+pub(crate) fn poll_once(
     node: &mut Node,
     f: &ota::Fetcher,
     fc: &FeedConfig,
@@ -470,7 +489,7 @@ pub fn poll_once(
 
 /// How a trial boot's health gate ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GateOutcome {
+pub(crate) enum GateOutcome {
     Committed,
     /// Marked bad; `reboot` when the state machine asks to go back now.
     RolledBack {
@@ -482,7 +501,7 @@ pub enum GateOutcome {
 /// Health gate of a trial boot: commit, or roll back (the caller reboots).
 /// `None` when the boot is not a trial. With a cluster client, the API
 /// server's /readyz must pass too.
-pub fn gate(
+pub(crate) fn gate(
     node: &mut Node,
     readyz: Option<(&crate::kube::Kube, &tokio::runtime::Handle)>,
 ) -> Result<Option<GateOutcome>, Error> {
@@ -532,20 +551,5 @@ fn publish_status(node: &mut Node, shared: &Shared) {
     v["paused"] = serde_json::Value::Bool(shared.paused.load(Ordering::SeqCst));
     if let Ok(mut s) = shared.status.lock() {
         *s = v;
-    }
-}
-
-/// Pet the watchdog every few seconds from a thread that lives as long as
-/// the daemon: if the daemon (or the trial boot) hangs, the board resets.
-fn start_watchdog(path: &std::path::Path) {
-    use std::io::Write as _;
-    match std::fs::OpenOptions::new().write(true).open(path) {
-        Ok(mut f) => {
-            std::thread::spawn(move || loop {
-                let _ = f.write_all(b"\0");
-                std::thread::sleep(Duration::from_secs(5));
-            });
-        }
-        Err(e) => warn!(path = %path.display(), error = %e, "watchdog not available"),
     }
 }

@@ -22,7 +22,7 @@ use crate::net::http::{Client, Response};
 use crate::net::url::Url;
 use crate::update::engine::Installed;
 
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     pub rt: tokio::runtime::Handle,
     pub client: Client,
     /// Attempts per install before giving up (network faults).
@@ -120,7 +120,7 @@ impl Fetcher {
 }
 
 /// A bundle at a URL: Range requests from any offset.
-pub struct HttpSource<'a> {
+pub(crate) struct HttpSource<'a> {
     f: &'a Fetcher,
     url: Url,
 }
@@ -145,7 +145,7 @@ impl BundleSource for HttpSource<'_> {
 
 /// Install the bundle at `url` into the inactive slot (the one install
 /// path, with an HTTP source).
-pub fn install_url(
+pub(crate) fn install_url(
     node: &mut Node,
     f: &Fetcher,
     url: &str,

@@ -21,7 +21,7 @@ impl TryFrom<String> for Window {
 
 impl Window {
     /// Is `unix_secs` inside the window?
-    pub fn contains(&self, unix_secs: u64) -> bool {
+    pub(crate) fn contains(&self, unix_secs: u64) -> bool {
         contains((self.start, self.end), unix_secs)
     }
 }
@@ -48,7 +48,7 @@ pub fn parse(spec: &str) -> Result<(u32, u32), String> {
 }
 
 /// Is `unix_secs` inside the window?
-pub fn contains(w: (u32, u32), unix_secs: u64) -> bool {
+pub(crate) fn contains(w: (u32, u32), unix_secs: u64) -> bool {
     let m = ((unix_secs / 60) % (24 * 60)) as u32;
     let (start, end) = w;
     if start <= end {

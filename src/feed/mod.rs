@@ -7,22 +7,24 @@
 //! snapshot reasoning, in one document).
 
 #[cfg(feature = "host")]
-pub mod publish;
+pub(crate) mod publish;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::format::{hex, unhex, SignatureEntry};
+#[cfg(any(feature = "host", test))]
+use crate::bundle::format::hex;
+use crate::bundle::format::{unhex, SignatureEntry};
 use crate::bundle::{Keyring, Sha256Digest};
 use crate::error::BundleError;
 
 /// 2: signatures are domain-separated (`bundle::keys::Context::Feed`).
-pub const FEED_FORMAT: u32 = 2;
+pub(crate) const FEED_FORMAT: u32 = 2;
 /// Hard limit on an index document and its signature file.
-pub const MAX_INDEX: usize = 4 << 20;
-pub const MAX_SIG_FILE: usize = 16 << 10;
+pub(crate) const MAX_INDEX: usize = 4 << 20;
+pub(crate) const MAX_SIG_FILE: usize = 16 << 10;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Index {
@@ -97,6 +99,7 @@ impl fmt::Display for FeedError {
 impl std::error::Error for FeedError {}
 
 /// The signature file: one `<key id hex> <signature hex>` line per signer.
+#[cfg(any(feature = "host", test))]
 pub fn encode_sigs(sigs: &[SignatureEntry]) -> String {
     sigs.iter()
         .map(|s| format!("{} {}\n", hex(&s.key_id), hex(&s.signature)))
@@ -189,7 +192,7 @@ pub fn verify(
 }
 
 /// The newest release for `board` newer than `current` and not below `floor`.
-pub fn pick<'a>(
+pub(crate) fn pick<'a>(
     idx: &'a Index,
     board: &str,
     current: Option<&semver::Version>,
@@ -204,7 +207,7 @@ pub fn pick<'a>(
 }
 
 /// Resolve a release URL against the index URL (absolute URLs pass through).
-pub fn resolve(index_url: &str, rel: &str) -> String {
+pub(crate) fn resolve(index_url: &str, rel: &str) -> String {
     if rel.contains("://") {
         return rel.to_string();
     }

@@ -10,7 +10,7 @@ use crate::bundle::{reader, SecretKey};
 use crate::error::Error;
 use crate::io::store::write_durable;
 
-pub struct Publish<'a> {
+pub(crate) struct Publish<'a> {
     pub feed: &'a Path,
     pub channel: &'a str,
     pub bundle: &'a Path,
@@ -19,7 +19,7 @@ pub struct Publish<'a> {
     pub expires_in: u64,
 }
 
-pub fn publish(p: Publish) -> Result<Index, Error> {
+pub(crate) fn publish(p: Publish) -> Result<Index, Error> {
     if !crate::bundle::manifest::safe_name(p.channel) {
         return Err(Error::Usage(format!(
             "channel {:?} is not a safe name",

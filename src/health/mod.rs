@@ -51,7 +51,7 @@ impl Default for HealthConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Pending,
     Passed,
     Failed(String),
@@ -59,7 +59,7 @@ pub enum Verdict {
 
 /// N consecutive passes before a deadline.
 #[derive(Debug, Clone)]
-pub struct Gate {
+pub(crate) struct Gate {
     needed: u32,
     streak: u32,
     started: Duration,
@@ -68,7 +68,7 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(needed: u32, deadline: Duration, now: Duration) -> Gate {
+    pub(crate) fn new(needed: u32, deadline: Duration, now: Duration) -> Gate {
         Gate {
             needed: needed.max(1),
             streak: 0,
@@ -79,7 +79,7 @@ impl Gate {
     }
 
     /// Feed one round's result (`Err` carries what failed).
-    pub fn observe(&mut self, result: Result<(), String>, now: Duration) -> Verdict {
+    pub(crate) fn observe(&mut self, result: Result<(), String>, now: Duration) -> Verdict {
         match result {
             Ok(()) => {
                 self.streak += 1;

@@ -69,7 +69,7 @@ pub fn for_board(board: &Board, disk: &Disk) -> Box<dyn BootControl> {
 }
 
 /// Raw access to the bytes of an environment, wherever it lives.
-pub struct EnvStore {
+pub(crate) struct EnvStore {
     disk: Disk,
     loc: EnvLocation,
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::error::Error;
 
-pub const DEFAULT_PATH: &str = "/etc/ferry/ferry.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/ferry/ferry.toml";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +31,16 @@ pub struct Config {
     /// `system` reboots the machine; `record` only writes `state_dir/reboot-requested`.
     #[serde(default)]
     pub reboot: RebootMode,
+    /// The init's orderly reboot (services stop in order: k3s, containerd),
+    /// e.g. `["systemctl", "reboot", "{arg}"]` or `["/sbin/reboot"]`. `{arg}`
+    /// is replaced by the firmware's reboot argument (the Pi's `0 tryboot`)
+    /// or dropped when there is none. Unset: sync and reboot(2) at once.
+    #[serde(default)]
+    pub reboot_command: Option<Vec<String>>,
+    /// When the init has not restarted the machine this many seconds after
+    /// `reboot_command` succeeded (or the command failed), reboot(2) anyway.
+    #[serde(default = "default_reboot_deadline")]
+    pub reboot_deadline_s: u64,
     #[serde(default)]
     pub health: crate::health::HealthConfig,
     /// Where the daemon finds releases; no feed: the daemon only gates trial boots.
@@ -49,7 +59,7 @@ pub struct ClusterConfig {
     /// A kubeconfig (k3s writes /etc/rancher/k3s/k3s.yaml), or "in-cluster"
     /// for the service account of the DaemonSet.
     #[serde(default = "default_kubeconfig")]
-    pub kubeconfig: String,
+    pub kubeconfig: Kubeconfig,
     /// This node's name; default: $NODE_NAME, else the host name.
     #[serde(default)]
     pub node: Option<String>,
@@ -71,8 +81,29 @@ pub struct ClusterConfig {
     pub readyz: bool,
 }
 
-fn default_kubeconfig() -> String {
-    "/etc/rancher/k3s/k3s.yaml".into()
+/// Where the cluster credentials come from, parsed with the config: a
+/// kubeconfig file, or the pod's service account (`"in-cluster"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kubeconfig {
+    File(PathBuf),
+    InCluster,
+}
+
+impl<'de> Deserialize<'de> for Kubeconfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "in-cluster" => Ok(Kubeconfig::InCluster),
+            "" => Err(serde::de::Error::custom(
+                "kubeconfig is empty (a path, or \"in-cluster\")",
+            )),
+            p => Ok(Kubeconfig::File(PathBuf::from(p))),
+        }
+    }
+}
+
+fn default_kubeconfig() -> Kubeconfig {
+    Kubeconfig::File("/etc/rancher/k3s/k3s.yaml".into())
 }
 fn default_ns() -> String {
     "kube-system".into()
@@ -137,6 +168,18 @@ pub struct DaemonConfig {
     /// Reboot into an installed update without waiting to be told.
     #[serde(default = "yes")]
     pub auto_reboot: bool,
+    /// The watchdogs (hardware and systemd's) are fed only while the main
+    /// loop showed a sign of life within this many seconds.
+    #[serde(default = "default_stall")]
+    pub stall_s: u64,
+}
+
+fn default_reboot_deadline() -> u64 {
+    120
+}
+
+fn default_stall() -> u64 {
+    1800
 }
 
 impl Default for DaemonConfig {
@@ -145,6 +188,7 @@ impl Default for DaemonConfig {
             socket: default_socket(),
             watchdog: None,
             auto_reboot: true,
+            stall_s: default_stall(),
         }
     }
 }
@@ -198,7 +242,7 @@ pub enum RebootMode {
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, Error> {
+    pub(crate) fn load(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("read config", path, e))?;
         Self::parse(&text, path)
     }
@@ -208,6 +252,12 @@ impl Config {
             path: path.into(),
             detail: e.to_string(),
         })?;
+        if c.reboot_command.as_ref().is_some_and(|v| v.is_empty()) {
+            return Err(Error::Config {
+                path: path.into(),
+                detail: "reboot_command is empty (leave it out to reboot directly)".into(),
+            });
+        }
         Ok(c)
     }
 }

@@ -22,7 +22,7 @@ pub struct Disk {
 }
 
 /// Alignment (and size granularity) of O_DIRECT writes.
-pub const DIRECT_ALIGN: usize = 4096;
+pub(crate) const DIRECT_ALIGN: usize = 4096;
 
 /// A buffer whose start is `DIRECT_ALIGN`-aligned, for O_DIRECT I/O.
 pub(crate) struct AlignedBuf {
@@ -134,10 +134,6 @@ impl Disk {
         })
     }
 
-    pub fn partitions(&self) -> &[gpt::Entry] {
-        &self.parts
-    }
-
     pub fn partition(&self, name: &str) -> Result<&gpt::Entry, Error> {
         self.parts
             .iter()
@@ -148,28 +144,27 @@ impl Disk {
             })
     }
 
-    pub fn window(&self, name: &str) -> Result<PartIo, Error> {
+    pub(crate) fn window(&self, name: &str) -> Result<PartIo, Error> {
         let p = self.partition(name)?;
         Ok(PartIo {
             file: self.file.clone(),
             start: p.offset(),
             len: p.len(),
             pos: 0,
-            name: name.to_string(),
         })
     }
 
-    pub fn file(&self) -> &File {
+    pub(crate) fn file(&self) -> &File {
         &self.file
     }
 
-    pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), Error> {
+    pub(crate) fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), Error> {
         self.file
             .read_exact_at(buf, off)
             .map_err(|e| Error::io("read", &self.path, e))
     }
 
-    pub fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Error> {
+    pub(crate) fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Error> {
         super::fault::point("disk write");
         if let Some(e) = super::fault::eio() {
             return Err(Error::io("write", &self.path, e));
@@ -182,7 +177,7 @@ impl Disk {
 
     /// Write `buf` with O_DIRECT when it can (aligned offset, length and
     /// address, supported file system), else through the page cache.
-    pub fn write_direct_at(&self, buf: &[u8], off: u64) -> Result<(), Error> {
+    pub(crate) fn write_direct_at(&self, buf: &[u8], off: u64) -> Result<(), Error> {
         let aligned = off % DIRECT_ALIGN as u64 == 0
             && buf.len() % DIRECT_ALIGN == 0
             && (buf.as_ptr() as usize) % DIRECT_ALIGN == 0;
@@ -210,7 +205,7 @@ impl Disk {
         }
     }
 
-    pub fn sync(&self) -> Result<(), Error> {
+    pub(crate) fn sync(&self) -> Result<(), Error> {
         super::fault::point("disk sync");
         self.file
             .sync_data()
@@ -220,24 +215,11 @@ impl Disk {
 
 /// Read/Write/Seek confined to one partition (used by the FAT code).
 #[derive(Debug)]
-pub struct PartIo {
+pub(crate) struct PartIo {
     file: Arc<File>,
     start: u64,
     len: u64,
     pos: u64,
-    pub name: String,
-}
-
-impl PartIo {
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    pub fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
-    }
 }
 
 impl Read for PartIo {
@@ -291,7 +273,7 @@ impl Seek for PartIo {
 }
 
 /// Read a whole file from a FAT partition (`dir/name` paths allowed).
-pub fn fat_read(part: PartIo, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+pub(crate) fn fat_read(part: PartIo, path: &str) -> std::io::Result<Option<Vec<u8>>> {
     let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new())?;
     let res = match fs.root_dir().open_file(path) {
         Ok(mut f) => {
@@ -308,7 +290,7 @@ pub fn fat_read(part: PartIo, path: &str) -> std::io::Result<Option<Vec<u8>>> {
 
 /// Write a whole file on a FAT partition, creating parent directories. An
 /// existing file of the same length is rewritten in place (same clusters).
-pub fn fat_write(part: PartIo, path: &str, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn fat_write(part: PartIo, path: &str, data: &[u8]) -> std::io::Result<()> {
     super::fault::point("boot file write");
     let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new())?;
     {

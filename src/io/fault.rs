@@ -46,7 +46,7 @@ static TRACE: Trigger = Trigger::new("FERRY_FAULT_TRACE");
 /// Mark a durable write about to happen; `what` names it in the crash line.
 /// With `FERRY_FAULT_TRACE=1`, every point is printed with the number
 /// `FERRY_CRASH_AT` would cut at (a test finds a named point this way).
-pub fn point(what: &str) {
+pub(crate) fn point(what: &str) {
     if let Some((n, _)) = TRACE.tick() {
         eprintln!("ferry: fault point {n}: {what}");
     }
@@ -59,14 +59,14 @@ pub fn point(what: &str) {
 }
 
 /// The error a disk write should fail with, if any.
-pub fn eio() -> Option<std::io::Error> {
+pub(crate) fn eio() -> Option<std::io::Error> {
     EIO.tick()
         .filter(|(n, l)| n >= l)
         .map(|_| std::io::Error::from_raw_os_error(5))
 }
 
 /// The bytes a write should store instead of `buf`, if any.
-pub fn corrupt(buf: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn corrupt(buf: &[u8]) -> Option<Vec<u8>> {
     CORRUPT
         .tick()
         .filter(|(n, l)| n == l && !buf.is_empty())

@@ -20,7 +20,7 @@ use crate::error::Error;
 const BLOCK: usize = 1 << 20;
 
 #[derive(Debug, Default, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub image_size: u64,
     pub written: u64,
     pub skipped: u64,
@@ -149,7 +149,7 @@ pub fn mounts_on(maj: u64, min: u64, mountinfo: &str) -> Vec<(String, bool)> {
 
 /// Devices stacked on the device or its partitions (`holders/` in sysfs):
 /// device-mapper, LVM, RAID.
-pub fn holders_of(maj: u64, min: u64) -> Vec<String> {
+pub(crate) fn holders_of(maj: u64, min: u64) -> Vec<String> {
     let Some(dev) = sys_path(maj, min) else {
         return vec![];
     };
@@ -174,7 +174,7 @@ pub fn holders_of(maj: u64, min: u64) -> Vec<String> {
 }
 
 /// The refusals, before anything is opened for writing.
-pub fn check_target(t: &Target, image_size: Option<u64>) -> Result<(), Error> {
+pub(crate) fn check_target(t: &Target, image_size: Option<u64>) -> Result<(), Error> {
     if let Some((maj, min)) = t.rdev {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let m = mounts_on(maj, min, &info);
@@ -491,7 +491,7 @@ impl ReadBack {
 /// the bmap, if one is given), this thread writes with O_DIRECT where it
 /// can and syncs every `WINDOW`, and the read-back thread reads each synced
 /// window back from the device while the next is written.
-pub fn flash(
+pub(crate) fn flash(
     image: &Path,
     target: &Path,
     map: Option<&Path>,

@@ -20,7 +20,7 @@ use crate::io::bootctl::for_board;
 use crate::update::machine::{Release, SlotStatus};
 use crate::update::persist::Device;
 
-pub struct Options<'a> {
+pub(crate) struct Options<'a> {
     pub board: &'a Board,
     pub files: &'a [(String, String)],
     pub bundle: &'a Path,
@@ -31,7 +31,7 @@ pub struct Options<'a> {
     pub progress: Option<Box<dyn FnMut(u64)>>,
 }
 
-pub fn build(o: Options) -> Result<Device, Error> {
+pub(crate) fn build(o: Options) -> Result<Device, Error> {
     let board = o.board;
     let mut src = std::io::BufReader::with_capacity(
         1 << 20,

@@ -78,7 +78,7 @@ fn target_partition<'b>(
 }
 
 /// Writes payloads into one slot's partitions.
-pub struct SlotSink<'a> {
+pub(crate) struct SlotSink<'a> {
     pub disk: &'a Disk,
     pub board: &'a Board,
     pub slot: Slot,
@@ -102,7 +102,7 @@ pub struct SlotSink<'a> {
 }
 
 impl<'a> SlotSink<'a> {
-    pub fn new(disk: &'a Disk, board: &'a Board, slot: Slot) -> Self {
+    pub(crate) fn new(disk: &'a Disk, board: &'a Board, slot: Slot) -> Self {
         SlotSink {
             disk,
             board,
@@ -267,7 +267,7 @@ pub fn read_back(disk: &Disk, off: u64, len: u64) -> Result<Sha256Digest, Error>
 /// A bundle's bytes from any offset: a file, a block device, a URL. The
 /// one install path (`install`) opens it once for the header and again at
 /// the first chunk not yet written after a transient fault.
-pub trait BundleSource {
+pub(crate) trait BundleSource {
     /// For logs and errors (credentials redacted).
     fn name(&self) -> String;
     /// A reader positioned at `offset`.
@@ -302,13 +302,13 @@ fn pause_before_retry(e: &Error, delay: &mut std::time::Duration) -> std::time::
 }
 
 /// A local bundle file or block device.
-pub struct FileSource {
+pub(crate) struct FileSource {
     path: std::path::PathBuf,
     is_file: bool,
 }
 
 impl FileSource {
-    pub fn new(path: &std::path::Path) -> Result<FileSource, Error> {
+    pub(crate) fn new(path: &std::path::Path) -> Result<FileSource, Error> {
         let m = std::fs::metadata(path).map_err(|e| Error::io("open bundle", path, e))?;
         Ok(FileSource {
             path: path.into(),
@@ -335,7 +335,7 @@ impl BundleSource for FileSource {
 
 /// Streams an opened bundle from its source into the target slot: the
 /// engine's [`SlotWriter`] on a real disk.
-pub struct StreamWriter<'a> {
+pub(crate) struct StreamWriter<'a> {
     disk: &'a Disk,
     board: &'a Board,
     slot: Slot,
@@ -470,7 +470,7 @@ fn open_verified(
 
 /// Install the bundle from `src` into the inactive slot: the one install
 /// path for files, block devices and URLs (see `update::engine::install`).
-pub fn install(
+pub(crate) fn install(
     node: &mut Node,
     src: &mut dyn BundleSource,
     keyring: &Keyring,
@@ -496,6 +496,6 @@ pub fn install(
 }
 
 /// Whether the actions ask for a reboot.
-pub fn wants_reboot(actions: &[Action]) -> bool {
+pub(crate) fn wants_reboot(actions: &[Action]) -> bool {
     actions.contains(&Action::Reboot)
 }

@@ -3,11 +3,13 @@
 
 use std::path::Path;
 
-use crate::bundle::keys::{Keyring, PublicKey, SecretKey};
+#[cfg(feature = "host")]
+use crate::bundle::keys::SecretKey;
+use crate::bundle::keys::{Keyring, PublicKey};
 use crate::error::Error;
 
 /// Load public keys from files and from `*.pub` files in directories.
-pub fn load_keyring(
+pub(crate) fn load_keyring(
     files: &[impl AsRef<Path>],
     dirs: &[impl AsRef<Path>],
     threshold: usize,
@@ -38,7 +40,7 @@ pub fn load_keyring(
 
 /// A public key: ferry's one-line format, or an Ed25519 `PUBLIC KEY` PEM
 /// (as `openssl pkey -pubout` writes it).
-pub fn read_public(path: &Path) -> Result<PublicKey, Error> {
+pub(crate) fn read_public(path: &Path) -> Result<PublicKey, Error> {
     let (mut k, name) = read_key(path, PublicKey::parse, |k: &PublicKey| k.name == "pem")?;
     if let Some(n) = name {
         k.name = n;
@@ -63,7 +65,8 @@ fn read_key<K>(
 
 /// A secret key: ferry's one-line format, or an Ed25519 PKCS#8 `PRIVATE KEY`
 /// PEM (as `openssl genpkey -algorithm ed25519` writes it).
-pub fn read_secret(path: &Path) -> Result<SecretKey, Error> {
+#[cfg(feature = "host")]
+pub(crate) fn read_secret(path: &Path) -> Result<SecretKey, Error> {
     let (mut k, name) = read_key(path, SecretKey::parse, |k: &SecretKey| k.name == "pem")?;
     if let Some(n) = name {
         k.name = n;
@@ -81,7 +84,8 @@ fn stem(path: &Path) -> String {
 /// command): `sh -c CMD` gets the exact bytes to sign on stdin and prints
 /// the 64-byte Ed25519 signature on stdout (raw, or as hex). Its signature
 /// is checked against `public` before it is used.
-pub fn command_signer(
+#[cfg(feature = "host")]
+pub(crate) fn command_signer(
     cmd: String,
     public: PublicKey,
 ) -> impl FnMut(

@@ -7,17 +7,17 @@ pub mod boardfile;
 pub mod bootctl;
 pub mod config;
 pub mod disk;
-pub mod fault;
+pub(crate) mod fault;
 #[cfg(feature = "host")]
 pub mod flash;
 #[cfg(feature = "host")]
-pub mod image;
+pub(crate) mod image;
 pub mod install;
-pub mod keyfiles;
-pub mod node;
+pub(crate) mod keyfiles;
+pub(crate) mod node;
 #[cfg(feature = "host")]
 pub mod provision;
-pub mod store;
+pub(crate) mod store;
 
 /// A new private scratch directory under the temp dir: a random name,
 /// created with mode 0700 by this call (never one that already existed, so

@@ -2,7 +2,7 @@
 //! [`Engine`] over this device's bootloader backend and record store.
 //! Reboots are returned to the caller.
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::config::{slot_from_cmdline, Config};
 use super::disk::Disk;
@@ -14,9 +14,9 @@ use crate::update::engine::{BootEnv as _, Engine};
 use crate::update::machine::{Action, Event};
 
 /// The engine as it runs on a device.
-pub type DeviceEngine = Engine<Box<dyn BootControl>, Store>;
+pub(crate) type DeviceEngine = Engine<Box<dyn BootControl>, Store>;
 
-pub struct Node {
+pub(crate) struct Node {
     pub cfg: Config,
     pub board: Board,
     pub disk: Disk,
@@ -26,7 +26,7 @@ pub struct Node {
 impl Node {
     /// Open everything; when `writable`, deliver this boot's `Booted` event
     /// if it is new and reconcile the bootloader env with the record.
-    pub fn open(cfg: Config, writable: bool) -> Result<Node, Error> {
+    pub(crate) fn open(cfg: Config, writable: bool) -> Result<Node, Error> {
         let (board, _) = crate::io::boardfile::load(&cfg.board)?;
         let disk = Disk::open(&cfg.disk, writable)?;
         let boot = for_board(&board, &disk);
@@ -66,7 +66,7 @@ impl Node {
 
     /// The device's status: one shape for `ferry status --json`, the control
     /// socket and the daemon (which adds its own `paused`).
-    pub fn status_view(&mut self) -> Result<serde_json::Value, Error> {
+    pub(crate) fn status_view(&mut self) -> Result<serde_json::Value, Error> {
         use crate::board::Slot;
         use crate::update::engine::BootEnv as _;
         use crate::update::persist::outcome_parts;
@@ -113,16 +113,16 @@ impl Node {
     }
 
     /// Run an event: bootloader actions first, then the durable record.
-    pub fn apply(&mut self, event: Event) -> Result<Vec<Action>, Error> {
+    pub(crate) fn apply(&mut self, event: Event) -> Result<Vec<Action>, Error> {
         self.eng.apply(event)
     }
 
-    pub fn save(&mut self) -> Result<(), Error> {
+    pub(crate) fn save(&mut self) -> Result<(), Error> {
         self.eng.save()
     }
 
     /// Reboot as configured (after syncing), with the backend's argument.
-    pub fn reboot(&mut self) -> Result<(), Error> {
+    pub(crate) fn reboot(&mut self) -> Result<(), Error> {
         let st = self.eng.env.load()?.unwrap_or_default();
         let arg = self.eng.env.reboot_arg(&st);
         if self.cfg.reboot == super::config::RebootMode::Record {
@@ -132,7 +132,10 @@ impl Node {
             info!(path = %p.display(), "reboot recorded (reboot = \"record\")");
             return Ok(());
         }
-        info!("rebooting");
+        if let Some(cmd) = &self.cfg.reboot_command {
+            self.reboot_through_init(cmd, arg.as_deref());
+        }
+        info!("rebooting directly (reboot(2))");
         nix::unistd::sync();
         let err = match arg {
             Some(a) => reboot_with_arg(&a),
@@ -141,6 +144,45 @@ impl Node {
                 .unwrap_or(nix::errno::Errno::UnknownErrno),
         };
         Err(Error::io("reboot", "reboot(2)", err.into()))
+    }
+}
+
+impl Node {
+    /// Hand the reboot to the init so services stop in order, and wait for
+    /// it to end this process; returns when that did not happen in time.
+    fn reboot_through_init(&self, cmd: &[String], arg: Option<&str>) {
+        let has_slot = cmd.iter().any(|c| c.contains("{arg}"));
+        if arg.is_some() && !has_slot {
+            warn!(
+                ?arg,
+                "reboot_command has no {{arg}} for the firmware's reboot argument; rebooting directly so the trial boot is not lost"
+            );
+            return;
+        }
+        let argv: Vec<String> = cmd
+            .iter()
+            .filter_map(|c| match (c.as_str(), arg) {
+                ("{arg}", None) => None,
+                (_, a) => Some(c.replace("{arg}", a.unwrap_or(""))),
+            })
+            .collect();
+        let deadline = std::time::Duration::from_secs(self.cfg.reboot_deadline_s);
+        info!(command = ?argv, deadline_s = deadline.as_secs(), "rebooting through the init");
+        nix::unistd::sync();
+        match std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .status()
+        {
+            Ok(s) if s.success() => {
+                std::thread::sleep(deadline);
+                warn!(
+                    deadline_s = deadline.as_secs(),
+                    "the init did not restart the machine in time"
+                );
+            }
+            Ok(s) => warn!(status = %s, "reboot_command failed"),
+            Err(e) => warn!(error = %e, "reboot_command could not start"),
+        }
     }
 }
 

@@ -143,7 +143,7 @@ impl NodeConfig {
     }
 
     /// What was set, for logs and reports: secrets as "(set)".
-    pub fn summary(&self) -> BTreeMap<String, String> {
+    pub(crate) fn summary(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         if let Some(h) = &self.hostname {
             m.insert("hostname".into(), h.clone());
@@ -220,7 +220,7 @@ fn identity_pem(cfg: &NodeConfig) -> Result<Option<(String, String)>, Error> {
 
 /// Write the provisioning files into the data partition of `disk` (an
 /// image file or a card). Re-running replaces them (idempotent).
-pub fn provision(
+pub(crate) fn provision(
     disk_path: &Path,
     data_part: &str,
     cfg: &NodeConfig,
@@ -365,7 +365,7 @@ fn copy_in(disk: &Disk, off: u64, from: &Path) -> Result<(), Error> {
 
 /// One CSV row's outcome in a batch report (no secrets).
 #[derive(Debug, Clone, Serialize)]
-pub struct RowReport {
+pub(crate) struct RowReport {
     pub row: usize,
     pub hostname: String,
     pub image: String,
@@ -377,7 +377,7 @@ pub struct RowReport {
 
 /// Split one CSV line (double quotes may wrap a field; "" is a quote).
 /// Apply one row (column name -> value) on top of the template.
-pub fn apply_row(
+pub(crate) fn apply_row(
     template: &NodeConfig,
     row: &BTreeMap<String, String>,
 ) -> Result<NodeConfig, Error> {
@@ -417,7 +417,7 @@ pub fn apply_row(
 /// One personalised image per CSV row, under `out`. Rows whose inputs are
 /// unchanged since the last run are skipped; a bad row is reported and the
 /// others go on.
-pub fn batch(
+pub(crate) fn batch(
     csv: &str,
     template: &NodeConfig,
     base: &Path,

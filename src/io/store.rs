@@ -16,10 +16,10 @@ use crate::error::Error;
 use crate::update::engine::RecordStore;
 use crate::update::persist::{self, Device};
 
-pub const STATE_FILE: &str = "state.json";
-pub const STATE_COPY: &str = "state.1.json";
+pub(crate) const STATE_FILE: &str = "state.json";
+pub(crate) const STATE_COPY: &str = "state.1.json";
 
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
     generation: u64,
     _lock: Option<nix::fcntl::Flock<File>>,
@@ -28,7 +28,7 @@ pub struct Store {
 impl Store {
     /// Open (creating) the state directory and take the lock; fails at once
     /// if another ferry holds it.
-    pub fn open(dir: &Path) -> Result<Store, Error> {
+    pub(crate) fn open(dir: &Path) -> Result<Store, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create state dir", dir, e))?;
         let lp = dir.join("lock");
         let lock = File::options()
@@ -53,7 +53,7 @@ impl Store {
     }
 
     /// For readers (`status`): no lock, nothing created.
-    pub fn open_readonly(dir: &Path) -> Store {
+    pub(crate) fn open_readonly(dir: &Path) -> Store {
         Store {
             dir: dir.into(),
             generation: 0,
@@ -110,7 +110,7 @@ impl RecordStore for Store {
 }
 
 /// tmp + fsync + rename + fsync(dir).
-pub fn write_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
+pub(crate) fn write_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
     super::fault::point("state write");
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");

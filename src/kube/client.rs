@@ -11,22 +11,22 @@ use crate::net::http::Client;
 use crate::net::url::Url;
 
 /// Default cap on a response body; a pod list of a busy node fits easily.
-pub const DEFAULT_MAX_BODY: usize = 4 << 20;
+pub(crate) const DEFAULT_MAX_BODY: usize = 4 << 20;
 
 /// A status and parsed body of one API call (`Value::Null` for an empty or non-JSON body).
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub body: Value,
 }
 
 impl Reply {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
     /// The API's `Status.message`, if the body is one.
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         self.body
             .get("message")
             .and_then(Value::as_str)
@@ -58,7 +58,7 @@ impl Kube {
     }
 
     /// One request; any HTTP status is a `Reply`, only transport failures are errors.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -111,7 +111,7 @@ impl Kube {
     }
 
     /// A call that must succeed (2xx); anything else is an [`Error::Cluster`].
-    pub async fn expect(
+    pub(crate) async fn expect(
         &self,
         method: &str,
         path: &str,
@@ -130,21 +130,17 @@ impl Kube {
     }
 
     /// A JSON merge patch (RFC 7386): `null` deletes a field.
-    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, Error> {
+    pub(crate) async fn patch(&self, path: &str, body: &Value) -> Result<Value, Error> {
         self.expect("PATCH", path, Some(body)).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
         self.expect("POST", path, Some(body)).await
-    }
-
-    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, Error> {
-        self.expect("PUT", path, Some(body)).await
     }
 }
 
 /// The error for an API call answered with a status other than the expected ones.
-pub fn refused(method: &str, path: &str, r: &Reply) -> Error {
+pub(crate) fn refused(method: &str, path: &str, r: &Reply) -> Error {
     let mut d = format!("{method} {path}: HTTP {}", r.status);
     if let Some(reason) = r.body.get("reason").and_then(Value::as_str) {
         d = format!("{d} {reason}");

@@ -15,15 +15,15 @@ use super::pause;
 use crate::error::Error;
 
 /// Node annotation: what ferry is doing (`draining`, `rebooting`, `committed`, ...).
-pub const STATUS: &str = "ferry.k3os.io/status";
+pub(crate) const STATUS: &str = "ferry.k3os.io/status";
 /// Node annotation: the version the node runs after its last update.
-pub const VERSION: &str = "ferry.k3os.io/version";
+pub(crate) const VERSION: &str = "ferry.k3os.io/version";
 /// Node annotation: ferry cordoned this node and will uncordon it.
-pub const CORDONED: &str = "ferry.k3os.io/cordoned";
+pub(crate) const CORDONED: &str = "ferry.k3os.io/cordoned";
 
 /// What a drain does with one pod on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PodAction {
+pub(crate) enum PodAction {
     Evict,
     /// Already being deleted: only wait for it.
     Await,
@@ -32,7 +32,7 @@ pub enum PodAction {
     SkipFinished,
 }
 
-pub fn classify(pod: &Value) -> PodAction {
+pub(crate) fn classify(pod: &Value) -> PodAction {
     let meta = &pod["metadata"];
     if meta["annotations"]
         .get("kubernetes.io/config.mirror")
@@ -60,7 +60,7 @@ pub fn classify(pod: &Value) -> PodAction {
 }
 
 /// The node's `Ready` condition is `True`.
-pub fn is_ready(node: &Value) -> bool {
+pub(crate) fn is_ready(node: &Value) -> bool {
     let conds = node["status"]["conditions"]
         .as_array()
         .map(Vec::as_slice)
@@ -104,20 +104,20 @@ fn node_path(node: &str) -> String {
 }
 
 #[derive(Debug, Clone)]
-pub struct DrainOptions {
+pub(crate) struct DrainOptions {
     /// The whole drain (evictions and waiting for pods to go) ends by then.
     pub timeout: Duration,
     /// First retry delay; doubles up to 8x.
     pub poll: Duration,
 }
 
-pub async fn node_ready(kube: &Kube, node: &str) -> Result<bool, Error> {
+pub(crate) async fn node_ready(kube: &Kube, node: &str) -> Result<bool, Error> {
     Ok(is_ready(&kube.get(&node_path(node)).await?))
 }
 
 /// Mark the node unschedulable. A node someone else already cordoned is left
 /// alone (and will not be uncordoned by ferry); returns whether ferry cordoned it.
-pub async fn cordon(kube: &Kube, node: &str) -> Result<bool, Error> {
+pub(crate) async fn cordon(kube: &Kube, node: &str) -> Result<bool, Error> {
     let n = kube.get(&node_path(node)).await?;
     let ours = n["metadata"]["annotations"].get(CORDONED).is_some();
     if n["spec"]["unschedulable"] == true && !ours {
@@ -132,7 +132,7 @@ pub async fn cordon(kube: &Kube, node: &str) -> Result<bool, Error> {
 }
 
 /// Make the node schedulable again if ferry cordoned it.
-pub async fn uncordon(kube: &Kube, node: &str) -> Result<(), Error> {
+pub(crate) async fn uncordon(kube: &Kube, node: &str) -> Result<(), Error> {
     let n = kube.get(&node_path(node)).await?;
     if n["metadata"]["annotations"].get(CORDONED).is_none() {
         return Ok(());
@@ -144,7 +144,7 @@ pub async fn uncordon(kube: &Kube, node: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub async fn annotate(
+pub(crate) async fn annotate(
     kube: &Kube,
     node: &str,
     status: &str,
@@ -160,7 +160,7 @@ pub async fn annotate(
 }
 
 /// Post an Event about the node (best effort: failures are logged, not returned).
-pub async fn event(kube: &Kube, node: &str, reason: &str, message: &str, warning: bool) {
+pub(crate) async fn event(kube: &Kube, node: &str, reason: &str, message: &str, warning: bool) {
     let now = since_epoch(SystemTime::now());
     let t = micro_time(now);
     let body = json!({
@@ -184,7 +184,7 @@ pub async fn event(kube: &Kube, node: &str, reason: &str, message: &str, warning
 /// Evict every pod on `node` except DaemonSet, mirror and finished pods, then
 /// wait until they are gone. 429 (a PodDisruptionBudget) is retried with
 /// back-off; past `opts.timeout` the error names the pods still blocked.
-pub async fn drain(kube: &Kube, node: &str, opts: &DrainOptions) -> Result<(), Error> {
+pub(crate) async fn drain(kube: &Kube, node: &str, opts: &DrainOptions) -> Result<(), Error> {
     let deadline = Instant::now() + opts.timeout;
     let list = kube
         .get(&format!(

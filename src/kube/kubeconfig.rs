@@ -17,7 +17,7 @@ use crate::net::http::TlsOptions;
 use crate::net::url::Url;
 
 /// The default service-account mount inside a pod.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub(crate) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// A resolved connection to one API server.
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ fn parse_doc(text: &str) -> Result<Doc, String> {
     Ok(doc)
 }
 
-pub use crate::bundle::pem::base64_decode;
+pub(crate) use crate::bundle::pem::base64_decode;
 
 /// Pick the entry named `name`, or the only entry when no name is given.
 fn named<'a>(list: &'a [Item], name: Option<&String>, what: &str) -> Result<&'a Item, String> {
@@ -151,7 +151,7 @@ fn named<'a>(list: &'a [Item], name: Option<&String>, what: &str) -> Result<&'a 
 
 /// Resolve a kubeconfig's current context to a server, trust roots and
 /// credentials. Relative file references resolve against `base_dir`.
-pub fn parse(text: &str, base_dir: &Path) -> Result<KubeConfig, String> {
+pub(crate) fn parse(text: &str, base_dir: &Path) -> Result<KubeConfig, String> {
     let doc = parse_doc(text)?;
     let empty = Vec::new();
     let list = |k: &str| doc.lists.get(k).unwrap_or(&empty);
@@ -233,7 +233,7 @@ pub fn load(path: &Path) -> Result<KubeConfig, Error> {
 
 /// The in-cluster configuration: `KUBERNETES_SERVICE_HOST`/`_PORT` and the
 /// mounted service account.
-pub fn in_cluster() -> Result<KubeConfig, Error> {
+pub(crate) fn in_cluster() -> Result<KubeConfig, Error> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     in_cluster_at(
         Path::new(SERVICE_ACCOUNT_DIR),

@@ -10,8 +10,8 @@
 //! (lease ownership, which pods to evict, readiness) are pure functions in
 //! [`lock`] and [`drain`]; this module only sequences the calls.
 
-pub mod client;
-pub mod drain;
+pub(crate) mod client;
+pub(crate) mod drain;
 pub mod kubeconfig;
 pub mod lock;
 

@@ -15,7 +15,7 @@ use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, Serv
 use super::url::Url;
 
 #[derive(Debug)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     Config(String),
     Connect(String),
     Tls(String),
@@ -54,7 +54,7 @@ pub struct TlsOptions {
 }
 
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     tls: Option<Arc<rustls::ClientConfig>>,
     allow_http: bool,
     pub connect_timeout: Duration,
@@ -83,7 +83,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
 }
 
 impl Client {
-    pub fn new(o: &TlsOptions) -> Result<Client, HttpError> {
+    pub(crate) fn new(o: &TlsOptions) -> Result<Client, HttpError> {
         let proxies = super::proxy::Proxies::from_env(|k| std::env::var(k).ok())
             .map_err(HttpError::Config)?;
         let tls = if o.ca.is_empty() && o.ca_pem.is_empty() {
@@ -156,7 +156,7 @@ impl Client {
     /// followed, at most 5; each target passes the same checks as the first
     /// URL (plain http only with `allow_http`), and whatever is fetched is
     /// still checked against its signature or pinned digest by the caller.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         url: &Url,
         from: Option<u64>,
@@ -182,7 +182,7 @@ impl Client {
     }
 
     /// Any method with an optional body (for the Kubernetes API).
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: &str,
         url: &Url,
@@ -351,7 +351,7 @@ impl Client {
     }
 }
 
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub content_length: Option<u64>,
     pub content_range_start: Option<u64>,
@@ -368,7 +368,7 @@ pub struct Response {
 
 impl Response {
     /// The next piece of the body; `None` at the end.
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
         loop {
             let f = tokio::time::timeout(self.idle, self.body.frame())
                 .await
@@ -400,7 +400,7 @@ impl Response {
     }
 
     /// The whole body, refusing more than `max` bytes.
-    pub async fn bytes(mut self, max: usize) -> Result<Vec<u8>, HttpError> {
+    pub(crate) async fn bytes(mut self, max: usize) -> Result<Vec<u8>, HttpError> {
         if self.content_length.is_some_and(|l| l > max as u64) {
             return Err(HttpError::Protocol(format!("body larger than {max} bytes")));
         }

@@ -2,6 +2,6 @@
 //! with configurable trust roots and an optional client certificate, and
 //! the bridge from an async response body to the synchronous bundle pipeline.
 
-pub mod http;
+pub(crate) mod http;
 pub(crate) mod proxy;
 pub mod url;

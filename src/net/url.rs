@@ -58,7 +58,7 @@ impl Url {
     /// Resolve a reference (a redirect's `Location`, a feed's relative
     /// bundle URL) against this URL: absolute, host-relative (`/x`) or
     /// relative to this URL's directory.
-    pub fn join(&self, reference: &str) -> Result<Url, String> {
+    pub(crate) fn join(&self, reference: &str) -> Result<Url, String> {
         if reference.contains("://") {
             return Url::parse(reference);
         }
@@ -77,7 +77,7 @@ impl Url {
         ))
     }
 
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         let path = self.path.split('?').next().unwrap_or("/");
         format!(
             "{}://{}:{}{}",
@@ -88,7 +88,7 @@ impl Url {
         )
     }
 
-    pub fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {

@@ -136,7 +136,7 @@ impl<E: BootEnv, R: RecordStore> Engine<E, R> {
 
     /// A read-only view (status): the record as the next writer will see it
     /// after this boot's event, without writing anything.
-    pub fn view(
+    pub(crate) fn view(
         mut store: R,
         env: E,
         booted: Slot,
@@ -219,12 +219,12 @@ impl<E: BootEnv, R: RecordStore> Engine<E, R> {
     }
 
     /// Persist the record as it is (feed serials).
-    pub fn save(&mut self) -> Result<(), Error> {
+    pub(crate) fn save(&mut self) -> Result<(), Error> {
         self.store.save(&self.dev)
     }
 
     /// Make the env agree with the record and the booted slot.
-    pub fn reconcile(&mut self) -> Result<(), Error> {
+    pub(crate) fn reconcile(&mut self) -> Result<(), Error> {
         if active(Mutant::ArmingWindow)
             || active(Mutant::EnvDefault)
             || active(Mutant::RollbackWindow)
@@ -336,7 +336,7 @@ impl<E: BootEnv, R: RecordStore> Engine<E, R> {
 
 /// The boot state the record and the booted slot call for, or why they
 /// contradict each other. Pure.
-pub fn expected(dev: &Device, booted: Slot, attempts: u32) -> Result<BootState, String> {
+pub(crate) fn expected(dev: &Device, booted: Slot, attempts: u32) -> Result<BootState, String> {
     let good = |s: Slot| dev.slots[s.index()].status == SlotStatus::Good;
     let other = booted.other();
     let mut st = BootState {

@@ -70,7 +70,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             State::Idle => "idle",
             State::Installing { .. } => "installing",
@@ -81,7 +81,7 @@ impl State {
     }
 
     /// The release this state concerns, if any.
-    pub fn release(&self) -> Option<&Release> {
+    pub(crate) fn release(&self) -> Option<&Release> {
         match self {
             State::Installing { release, .. }
             | State::Installed { release, .. }
@@ -142,7 +142,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Event::InstallStarted { .. } => "install",
             Event::Progress(_) => "progress",
@@ -181,7 +181,7 @@ impl SlotStatus {
             SlotStatus::Bad => "bad",
         }
     }
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         [
             Self::Empty,
             Self::Installing,
@@ -218,7 +218,7 @@ pub enum Action {
 
 impl Action {
     /// Whether the action writes the bootloader environment.
-    pub fn is_boot_write(&self) -> bool {
+    pub(crate) fn is_boot_write(&self) -> bool {
         matches!(
             self,
             Action::InvalidateBoot(_) | Action::ArmTrial(_) | Action::CommitBoot(_)
@@ -257,7 +257,7 @@ pub struct InvalidTransition {
     pub event: &'static str,
 }
 
-pub type Step = Result<(State, Vec<Action>), InvalidTransition>;
+pub(crate) type Step = Result<(State, Vec<Action>), InvalidTransition>;
 
 use Action as A;
 use State as S;

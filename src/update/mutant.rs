@@ -33,7 +33,7 @@ thread_local! {
 
 /// Whether `m` is switched on (on this thread).
 #[inline]
-pub fn active(m: Mutant) -> bool {
+pub(crate) fn active(m: Mutant) -> bool {
     #[cfg(feature = "model-mutants")]
     {
         ON.with(|c| c.get() == Some(m))

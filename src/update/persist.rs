@@ -20,9 +20,9 @@ use super::machine::{Action, Outcome, Progress, Release, SlotStatus, State};
 use crate::board::Slot;
 use crate::bundle::Sha256Digest;
 
-pub const RECORD_VERSION: u32 = 2;
+pub(crate) const RECORD_VERSION: u32 = 2;
 /// Releases remembered as failed on this device.
-pub const MAX_FAILED: usize = 16;
+pub(crate) const MAX_FAILED: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SlotInfo {
@@ -133,7 +133,7 @@ impl Device {
     }
 
     /// Raise the feed serial seen on `channel` (never lowers it).
-    pub fn accept_feed(&mut self, channel: &str, serial: u64) {
+    pub(crate) fn accept_feed(&mut self, channel: &str, serial: u64) {
         let e = self.feeds.entry(channel.to_string()).or_insert(serial);
         *e = (*e).max(serial);
     }
@@ -227,7 +227,7 @@ pub fn pick(copies: [Option<&[u8]>; 2]) -> Result<Option<Loaded>, String> {
 }
 
 /// The copy a write of `generation` goes to first: the older one.
-pub fn copy_for(generation: u64) -> usize {
+pub(crate) fn copy_for(generation: u64) -> usize {
     (generation % 2) as usize
 }
 
@@ -307,7 +307,9 @@ fn rel(r: RelRec) -> Release {
     }
 }
 
-pub fn outcome_parts(o: &Outcome) -> (&'static str, Slot, Option<&semver::Version>, Option<&str>) {
+pub(crate) fn outcome_parts(
+    o: &Outcome,
+) -> (&'static str, Slot, Option<&semver::Version>, Option<&str>) {
     match o {
         Outcome::Committed { slot, version } => ("committed", *slot, Some(version), None),
         Outcome::InstallFailed { slot, reason } => ("install-failed", *slot, None, Some(reason)),

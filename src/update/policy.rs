@@ -21,7 +21,7 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    pub fn of(m: &Manifest, digest: Sha256Digest) -> Candidate {
+    pub(crate) fn of(m: &Manifest, digest: Sha256Digest) -> Candidate {
         Candidate {
             release: Release {
                 version: m.version.clone(),
@@ -47,7 +47,7 @@ pub struct SlotLayout {
 }
 
 impl SlotLayout {
-    pub fn of(board: &Board, slot: Slot) -> SlotLayout {
+    pub(crate) fn of(board: &Board, slot: Slot) -> SlotLayout {
         SlotLayout {
             compatible: board.compatible.clone(),
             targets: board
@@ -66,7 +66,7 @@ impl SlotLayout {
 /// board, below the rollback floor, too new for what runs, a release that
 /// already failed here, or one that does not fill every partition of the
 /// slot (a slot must never hold two releases).
-pub fn check(
+pub(crate) fn check(
     c: &Candidate,
     layout: &SlotLayout,
     dev: &Device,

@@ -41,6 +41,8 @@ pub mod kube;
 #[doc(hidden)]
 pub mod net;
 #[doc(hidden)]
+pub mod settings;
+#[doc(hidden)]
 pub mod update;
 
 pub use error::{Error, Result};

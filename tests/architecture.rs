@@ -28,6 +28,9 @@ const CORE: &[(&str, &str)] = &[
     ("feed/mod.rs", "feed"),
     ("daemon/window.rs", "daemon::window"),
     ("net/url.rs", "net::url"),
+    ("net/proxy.rs", "net::proxy"),
+    ("settings.rs", "settings"),
+    ("io/bmap.rs", "io::bmap"),
     ("error.rs", "error"),
 ];
 

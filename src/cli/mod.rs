@@ -60,6 +60,21 @@ enum Cmd {
     /// Boot-time health gate: on a trial boot, run the health checks, then
     /// commit, or mark bad and reboot back. Does nothing otherwise.
     Check,
+    /// First boot (and every boot): apply the provisioned node settings
+    /// (hostname, k3s config with its token 0600, SSH keys, Wi-Fi, NTP)
+    /// before k3s starts. Idempotent: unchanged files are not rewritten.
+    Firstboot {
+        /// The provisioned settings (`node.toml`, `authorized_keys`) on the
+        /// data partition.
+        #[arg(long, default_value = "/data/provision")]
+        provision: PathBuf,
+        /// Where the generated `/etc` files go (a writable overlay or `/`).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Also set the running system's host name.
+        #[arg(long)]
+        set_hostname: bool,
+    },
     /// The update daemon: trial gate, feed polling, streaming OTA, reboots.
     Daemon {
         /// One pass and exit.
@@ -419,6 +434,29 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             slots::install(&cli.config, &file, no_reboot, quiet).map(|_| 0)
         }
         Cmd::Check => slots::check(&cli.config).map(|_| 0),
+        Cmd::Firstboot {
+            provision,
+            root,
+            set_hostname,
+        } => {
+            let a = crate::io::firstboot::apply(&provision, &root, set_hostname)?;
+            println!(
+                "firstboot: hostname {}; {} file(s) written{}{}",
+                a.hostname.as_deref().unwrap_or("(unchanged)"),
+                a.written.len(),
+                if a.written.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", a.written.join(", "))
+                },
+                if a.unchanged.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} unchanged", a.unchanged.len())
+                }
+            );
+            Ok(0)
+        }
         Cmd::Daemon { once } => {
             let cfg = crate::io::config::Config::load(&cli.config)?;
             crate::daemon::run(cfg, crate::daemon::Options { once }).map(|_| 0)

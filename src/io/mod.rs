@@ -8,6 +8,7 @@ pub mod bootctl;
 pub mod config;
 pub mod disk;
 pub(crate) mod fault;
+pub mod firstboot;
 #[cfg(feature = "host")]
 pub mod flash;
 #[cfg(feature = "host")]

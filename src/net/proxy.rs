@@ -43,7 +43,7 @@ enum Exception {
     /// the same), optionally one port only.
     Domain(String, Option<u16>),
     /// An address, or a network in CIDR notation.
-    Net(std::net::IpAddr, u8),
+    Net(core::net::IpAddr, u8),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -120,13 +120,13 @@ fn parse_exception(e: &str) -> Option<Exception> {
         return Some(Exception::All);
     }
     if let Some((a, bits)) = e.split_once('/') {
-        let ip: std::net::IpAddr = a.parse().ok()?;
+        let ip: core::net::IpAddr = a.parse().ok()?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let bits: u8 = bits.parse().ok().filter(|&b| b <= max)?;
         return Some(Exception::Net(ip, bits));
     }
     let bare = e.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+    if let Ok(ip) = bare.parse::<core::net::IpAddr>() {
         return Some(Exception::Net(ip, if ip.is_ipv4() { 32 } else { 128 }));
     }
     let (host, port) = match e.rsplit_once(':') {
@@ -137,9 +137,9 @@ fn parse_exception(e: &str) -> Option<Exception> {
     Some(Exception::Domain(host.to_ascii_lowercase(), port))
 }
 
-fn in_net(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u8) -> bool {
+fn in_net(ip: core::net::IpAddr, net: core::net::IpAddr, bits: u8) -> bool {
     match (ip, net) {
-        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) => {
+        (core::net::IpAddr::V4(a), core::net::IpAddr::V4(n)) => {
             let mask = if bits == 0 {
                 0
             } else {
@@ -147,7 +147,7 @@ fn in_net(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u8) -> bool {
             };
             u32::from(a) & mask == u32::from(n) & mask
         }
-        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) => {
+        (core::net::IpAddr::V6(a), core::net::IpAddr::V6(n)) => {
             let mask = if bits == 0 {
                 0
             } else {
@@ -198,7 +198,7 @@ impl Proxies {
             self.http.as_ref()
         }?;
         let host = url.host.to_ascii_lowercase();
-        let ip = host.parse::<std::net::IpAddr>().ok();
+        let ip = host.parse::<core::net::IpAddr>().ok();
         let excepted = self.exceptions.iter().any(|e| match e {
             Exception::All => true,
             Exception::Net(n, bits) => ip.is_some_and(|ip| in_net(ip, *n, *bits)),

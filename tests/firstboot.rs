@@ -1,0 +1,145 @@
+//! `ferry firstboot` on a directory tree: the provisioned settings become
+//! the files k3s, sshd, wpa_supplicant and timesyncd read, with their
+//! modes; a second run writes nothing; a change rewrites only what changed;
+//! bad settings are refused with nothing written.
+
+mod common;
+use common::*;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+const NODE: &str = r#"# written by ferry provision; read by the OS on first boot
+hostname = "edge-07"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3Nza ops@example"]
+ntp = ["ntp.example"]
+[k3s]
+role = "agent"
+server_url = "https://10.0.0.1:6443"
+token = "K10abc::server:secret"
+labels = ["zone=a"]
+taints = ["edge=true:NoSchedule"]
+extra_args = ["--disable=traefik"]
+[wifi]
+ssid = "plant-3"
+psk = "wpa-passphrase"
+"#;
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn firstboot_applies_settings_idempotently() {
+    let d = tempfile::tempdir().unwrap();
+    let prov = d.path().join("data/provision");
+    let root = d.path().join("root");
+    std::fs::create_dir_all(&prov).unwrap();
+    std::fs::write(prov.join("node.toml"), NODE).unwrap();
+    std::fs::write(
+        prov.join("authorized_keys"),
+        "ssh-ed25519 BBBB factory@line\n",
+    )
+    .unwrap();
+    // a power cut during an earlier run left a temporary file behind
+    std::fs::create_dir_all(root.join("etc/rancher/k3s")).unwrap();
+    std::fs::write(root.join("etc/rancher/k3s/.config.yaml.ferry-tmp"), "torn").unwrap();
+    let run = || ferry(&["firstboot", "--provision", s(&prov), "--root", s(&root)]);
+    let o = run();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("hostname edge-07; 8 file(s) written"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("secret") && !o.stderr.contains("secret"));
+    let k3s = root.join("etc/rancher/k3s/config.yaml");
+    let y = std::fs::read_to_string(&k3s).unwrap();
+    assert_eq!(mode(&k3s), 0o600);
+    for want in [
+        "node-name: \"edge-07\"",
+        "server: \"https://10.0.0.1:6443\"",
+        "token: \"K10abc::server:secret\"",
+        "node-label:\n  - \"zone=a\"",
+        "node-taint:\n  - \"edge=true:NoSchedule\"",
+        "disable: \"traefik\"",
+    ] {
+        assert!(y.contains(want), "{want} not in {y}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "edge-07\n"
+    );
+    assert_eq!(mode(&root.join("etc/hostname")), 0o644);
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/ferry/k3s.env")).unwrap(),
+        "K3S_ROLE=agent\n"
+    );
+    let keys = root.join("root/.ssh/authorized_keys");
+    assert_eq!(mode(&keys), 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&keys).unwrap(),
+        "ssh-ed25519 AAAAC3Nza ops@example\nssh-ed25519 BBBB factory@line\n"
+    );
+    assert_eq!(
+        mode(&root.join("etc/wpa_supplicant/wpa_supplicant-wlan0.conf")),
+        0o600
+    );
+    assert!(!root.join("etc/rancher/k3s/.config.yaml.ferry-tmp").exists());
+    // again: nothing written, nothing touched
+    let ino = std::fs::metadata(&k3s).unwrap().ino();
+    let o = run();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("0 file(s) written; 8 unchanged"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(std::fs::metadata(&k3s).unwrap().ino(), ino);
+    // a changed label rewrites the k3s config only
+    std::fs::write(prov.join("node.toml"), NODE.replace("zone=a", "zone=b")).unwrap();
+    let o = run();
+    assert!(
+        o.stdout
+            .contains("1 file(s) written (etc/rancher/k3s/config.yaml); 7 unchanged"),
+        "{}",
+        o.stdout
+    );
+    // someone loosened the token file's mode: put back
+    std::fs::set_permissions(&k3s, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = run();
+    assert!(o.stdout.contains("1 file(s) written"), "{}", o.stdout);
+    assert_eq!(mode(&k3s), 0o600);
+}
+
+#[test]
+fn firstboot_refuses_bad_settings_and_skips_when_unprovisioned() {
+    let d = tempfile::tempdir().unwrap();
+    let prov = d.path().join("provision");
+    let root = d.path().join("root");
+    std::fs::create_dir_all(&prov).unwrap();
+    // never provisioned: a bare server, nothing to do
+    let o = ferry(&["firstboot", "--provision", s(&prov), "--root", s(&root)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!root.exists());
+    for (bad, why) in [
+        (
+            NODE.replace("token = \"K10abc::server:secret\"\n", ""),
+            "an agent needs",
+        ),
+        (
+            NODE.replace("--disable=traefik", "disable traefik"),
+            "not a --flag",
+        ),
+        (
+            NODE.replace("hostname = \"edge-07\"", "hostname = \"edge_07!\""),
+            "not a valid host name",
+        ),
+        (NODE.replace("[wifi]", "[wifi\n"), "node.toml"),
+    ] {
+        std::fs::write(prov.join("node.toml"), &bad).unwrap();
+        let o = ferry(&["firstboot", "--provision", s(&prov), "--root", s(&root)]);
+        assert_ne!(o.code, 0, "{why}");
+        assert!(o.stderr.contains(why), "{why}: {}", o.stderr);
+        assert!(o.stderr.contains("node.toml"), "{}", o.stderr);
+        assert!(!root.exists(), "{why}: something was written");
+    }
+}

@@ -44,5 +44,7 @@ pub mod net;
 pub mod settings;
 #[doc(hidden)]
 pub mod update;
+#[doc(hidden)]
+pub mod yaml;
 
 pub use error::{Error, Result};

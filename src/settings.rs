@@ -339,6 +339,126 @@ impl NodeConfig {
     }
 }
 
+/// A k3OS `config.yaml` (already parsed) as node settings, and what could
+/// not be carried over (each a line for the user). k3OS keys with no ferry
+/// counterpart are reported, never silently dropped.
+pub fn from_k3os(doc: &serde_json::Value) -> Result<(NodeConfig, Vec<String>), Error> {
+    use serde_json::Value;
+    let top = doc
+        .as_object()
+        .ok_or_else(|| bad("a k3OS config.yaml is a mapping at the top"))?;
+    let mut n = NodeConfig::default();
+    let mut notes = Vec::new();
+    let text = |v: &Value, what: &str| -> Result<String, Error> {
+        match v {
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(x) => Ok(x.to_string()),
+            Value::Bool(b) => Ok(b.to_string()),
+            _ => Err(bad(format!("{what}: expected a string"))),
+        }
+    };
+    let list = |v: &Value, what: &str| -> Result<Vec<String>, Error> {
+        match v {
+            Value::Array(a) => a.iter().map(|x| text(x, what)).collect(),
+            Value::Null => Ok(vec![]),
+            other => Ok(vec![text(other, what)?]),
+        }
+    };
+    for (k, v) in top {
+        match k.as_str() {
+            "hostname" => n.hostname = Some(text(v, "hostname")?),
+            "ssh_authorized_keys" => {
+                for key in list(v, "ssh_authorized_keys")? {
+                    if let Some(user) = key.strip_prefix("github:") {
+                        notes.push(format!(
+                            "ssh_authorized_keys: \"github:{user}\" is fetched from GitHub at boot by k3OS; \
+                             ferry does not fetch keys: add the keys themselves"
+                        ));
+                    } else {
+                        n.ssh_authorized_keys.push(key);
+                    }
+                }
+            }
+            "k3os" => {
+                let Some(k3os) = v.as_object() else {
+                    return Err(bad("k3os: expected a mapping"));
+                };
+                for (k, v) in k3os {
+                    match k.as_str() {
+                        "server_url" => n.k3s.server_url = Some(text(v, "k3os.server_url")?),
+                        "token" => n.k3s.token = Some(text(v, "k3os.token")?),
+                        "ntp_servers" => n.ntp = list(v, "k3os.ntp_servers")?,
+                        "taints" => n.k3s.taints = list(v, "k3os.taints")?,
+                        "labels" => {
+                            let Some(m) = v.as_object() else {
+                                return Err(bad("k3os.labels: expected a mapping"));
+                            };
+                            for (lk, lv) in m {
+                                n.k3s.labels.push(format!("{lk}={}", text(lv, "k3os.labels")?));
+                            }
+                        }
+                        "k3s_args" => {
+                            let mut args = list(v, "k3os.k3s_args")?.into_iter().peekable();
+                            if let Some(r) = args.next_if(|a| a == "server" || a == "agent") {
+                                n.k3s.role = Some(r);
+                            }
+                            // "--flag value" pairs become "--flag=value"
+                            while let Some(a) = args.next() {
+                                match args.next_if(|x| !x.starts_with('-')) {
+                                    Some(val) if !a.contains('=') => {
+                                        n.k3s.extra_args.push(format!("{a}={val}"))
+                                    }
+                                    Some(val) => {
+                                        n.k3s.extra_args.push(a);
+                                        notes.push(format!("k3os.k3s_args: {val:?} follows {:?} and was left out", n.k3s.extra_args.last().cloned().unwrap_or_default()));
+                                    }
+                                    None => n.k3s.extra_args.push(a),
+                                }
+                            }
+                        }
+                        "wifi" => {
+                            let nets = v.as_array().cloned().unwrap_or_default();
+                            if let Some(w) = nets.first() {
+                                n.wifi = Some(Wifi {
+                                    ssid: text(&w["name"], "k3os.wifi.name")?,
+                                    psk: text(&w["passphrase"], "k3os.wifi.passphrase")?,
+                                    country: None,
+                                });
+                            }
+                            if nets.len() > 1 {
+                                notes.push(format!(
+                                    "k3os.wifi: {} networks; ferry provisions one (the first, {:?})",
+                                    nets.len(),
+                                    nets[0]["name"].as_str().unwrap_or("")
+                                ));
+                            }
+                        }
+                        other => notes.push(format!(
+                            "k3os.{other}: not converted (no ferry equivalent; see README \"Migrating from k3OS\")"
+                        )),
+                    }
+                }
+            }
+            other => notes.push(format!(
+                "{other}: not converted (no ferry equivalent; see README \"Migrating from k3OS\")"
+            )),
+        }
+    }
+    // k3OS: a server URL without an explicit role means an agent
+    if n.k3s.role.is_none() {
+        n.k3s.role = Some(
+            if n.k3s.server_url.is_some() {
+                "agent"
+            } else {
+                "server"
+            }
+            .into(),
+        );
+    }
+    n.validate()?;
+    Ok((n, notes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +527,74 @@ country = "DE"
             file(&g, "etc/systemd/timesyncd.conf.d/ferry.conf").content,
             b"[Time]\nNTP=0.pool.ntp.org 1.pool.ntp.org\n"
         );
+    }
+
+    #[test]
+    fn converts_the_k3os_example_config() {
+        let doc = crate::yaml::parse(
+            r#"
+ssh_authorized_keys:
+- ssh-rsa AAAAB3Nza ops@example
+- "github:ibuildthecloud"
+write_files:
+- content: hello
+  path: /etc/local.d/example.start
+hostname: myhost
+run_cmd:
+- "echo hello, run command"
+k3os:
+  modules: [kvm, nvme]
+  ntp_servers:
+  - 0.us.pool.ntp.org
+  wifi:
+  - name: home
+    passphrase: mypassword
+  - name: nothome
+    passphrase: somethingelse
+  password: rancher
+  server_url: https://someserver:6443
+  token: TOKEN_VALUE
+  labels:
+    region: us-west-1
+  k3s_args:
+  - agent
+  - "--node-ip"
+  - 10.0.0.5
+  - "--disable-apiserver-lb"
+  taints:
+  - key1=value1:NoSchedule
+"#,
+        )
+        .unwrap();
+        let (n, notes) = from_k3os(&doc).unwrap();
+        assert_eq!(n.hostname.as_deref(), Some("myhost"));
+        assert_eq!(n.ssh_authorized_keys, ["ssh-rsa AAAAB3Nza ops@example"]);
+        assert_eq!(n.k3s.role.as_deref(), Some("agent"));
+        assert_eq!(n.k3s.server_url.as_deref(), Some("https://someserver:6443"));
+        assert_eq!(n.k3s.token.as_deref(), Some("TOKEN_VALUE"));
+        assert_eq!(n.k3s.labels, ["region=us-west-1"]);
+        assert_eq!(n.k3s.taints, ["key1=value1:NoSchedule"]);
+        assert_eq!(
+            n.k3s.extra_args,
+            ["--node-ip=10.0.0.5", "--disable-apiserver-lb"]
+        );
+        assert_eq!(n.ntp, ["0.us.pool.ntp.org"]);
+        assert_eq!(n.wifi.as_ref().map(|w| w.ssid.as_str()), Some("home"));
+        let all = notes.join("\n");
+        for want in [
+            "github:ibuildthecloud",
+            "write_files",
+            "run_cmd",
+            "k3os.modules",
+            "k3os.password",
+            "2 networks",
+        ] {
+            assert!(all.contains(want), "{want} not in\n{all}");
+        }
+        // an agent without a token is refused, as any node.toml
+        let mut d = doc.clone();
+        d["k3os"].as_object_mut().unwrap().remove("token");
+        assert!(from_k3os(&d).is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@ const CORE: &[(&str, &str)] = &[
     ("net/url.rs", "net::url"),
     ("net/proxy.rs", "net::proxy"),
     ("settings.rs", "settings"),
+    ("yaml.rs", "yaml"),
     ("io/bmap.rs", "io::bmap"),
     ("error.rs", "error"),
 ];

@@ -143,3 +143,48 @@ fn firstboot_refuses_bad_settings_and_skips_when_unprovisioned() {
         assert!(!root.exists(), "{why}: something was written");
     }
 }
+
+/// A k3OS user's migration: `ferry provision --from-k3os config.yaml`
+/// prints the node.toml (what has no ferry equivalent is warned about on
+/// stderr, never dropped silently), and `ferry firstboot` applies it.
+#[test]
+fn k3os_config_migrates_and_applies() {
+    let d = tempfile::tempdir().unwrap();
+    let k3os = d.path().join("config.yaml");
+    std::fs::write(
+        &k3os,
+        "hostname: pi-12\nssh_authorized_keys:\n- ssh-ed25519 AAAA admin@x\n- github:someone\nrun_cmd:\n- echo hi\nk3os:\n  server_url: https://10.1.1.1:6443\n  token: \"K10xyz\"\n  labels: {zone: lab, rack: \"3\"}\n  k3s_args: [agent, --node-ip, 10.1.1.12]\n  ntp_servers: [time.lab]\n  dns_nameservers: [1.1.1.1]\n",
+    )
+    .unwrap();
+    let o = ferry(&["provision", "--from-k3os", s(&k3os)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for want in ["github:someone", "run_cmd", "k3os.dns_nameservers"] {
+        assert!(o.stderr.contains(want), "{want}: {}", o.stderr);
+    }
+    let prov = d.path().join("provision");
+    std::fs::create_dir_all(&prov).unwrap();
+    std::fs::write(prov.join("node.toml"), &o.stdout).unwrap();
+    let root = d.path().join("root");
+    let o = ferry(&["firstboot", "--provision", s(&prov), "--root", s(&root)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let y = std::fs::read_to_string(root.join("etc/rancher/k3s/config.yaml")).unwrap();
+    for want in [
+        "node-name: \"pi-12\"",
+        "server: \"https://10.1.1.1:6443\"",
+        "token: \"K10xyz\"",
+        "  - \"zone=lab\"",
+        "  - \"rack=3\"",
+        "node-ip: \"10.1.1.12\"",
+    ] {
+        assert!(y.contains(want), "{want} not in {y}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/ferry/k3s.env")).unwrap(),
+        "K3S_ROLE=agent\n"
+    );
+    // not YAML, or YAML that is not a k3OS config: a clear error naming the file
+    std::fs::write(&k3os, "k3os: [1, 2\n").unwrap();
+    let o = ferry(&["provision", "--from-k3os", s(&k3os)]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("config.yaml"), "{}", o.stderr);
+}

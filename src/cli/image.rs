@@ -109,6 +109,34 @@ pub(super) fn flash(
     Ok(())
 }
 
+/// `ferry provision --from-k3os config.yaml [--image IMG]`.
+pub(super) fn from_k3os(k3os: &Path, image: Option<&Path>, part: &str) -> Result<(), Error> {
+    let text = std::fs::read_to_string(k3os).map_err(|e| Error::io("read k3OS config", k3os, e))?;
+    let cfg_err = |detail: String| Error::Config {
+        path: k3os.into(),
+        detail,
+    };
+    let doc = crate::yaml::parse(&text).map_err(cfg_err)?;
+    let (node, notes) = crate::settings::from_k3os(&doc).map_err(|e| match e {
+        Error::Usage(d) => cfg_err(d),
+        e => e,
+    })?;
+    for n in &notes {
+        eprintln!("ferry: warning: {n}");
+    }
+    match image {
+        Some(img) => {
+            let s = crate::io::provision::provision(img, part, &node)?;
+            println!("{}: provisioned from {}", img.display(), k3os.display());
+            for (k, v) in s {
+                println!("  {k} = {v}");
+            }
+        }
+        None => print!("{}", crate::io::provision::toml_string(&node)?),
+    }
+    Ok(())
+}
+
 pub(super) fn provision(
     image: &Path,
     node: Option<&Path>,

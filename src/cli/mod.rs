@@ -107,11 +107,16 @@ enum Cmd {
     #[cfg(feature = "host")]
     Provision {
         /// Image file or card to personalise (with --batch: the base image).
-        #[arg(long)]
-        image: PathBuf,
+        /// With --from-k3os and no image: print the converted node.toml.
+        #[arg(long, required_unless_present = "from_k3os")]
+        image: Option<PathBuf>,
         /// Node settings (TOML) for one device.
-        #[arg(long = "config", conflicts_with = "batch")]
+        #[arg(long = "config", conflicts_with_all = ["batch", "from_k3os"])]
         node: Option<PathBuf>,
+        /// A k3OS `config.yaml` to convert (what has no ferry equivalent is
+        /// listed on stderr).
+        #[arg(long, conflicts_with = "batch")]
+        from_k3os: Option<PathBuf>,
         /// CSV of devices, one row each (header: hostname,role,server_url,token,labels,...).
         #[arg(long, requires_all = ["template", "out"])]
         batch: Option<PathBuf>,
@@ -472,13 +477,20 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
         #[cfg(feature = "host")]
         Cmd::Provision {
             image,
+            from_k3os: Some(k3os),
+            data_partition,
+            ..
+        } => image::from_k3os(&k3os, image.as_deref(), &data_partition).map(|_| 0),
+        Cmd::Provision {
+            image,
             node,
             batch,
             template,
             out,
             data_partition,
+            from_k3os: None,
         } => image::provision(
-            &image,
+            image.as_deref().unwrap_or(std::path::Path::new("")),
             node.as_deref(),
             batch.as_deref(),
             template.as_deref(),

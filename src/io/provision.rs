@@ -134,7 +134,7 @@ pub(crate) fn provision(
     result
 }
 
-fn toml_string(cfg: &NodeConfig) -> Result<String, Error> {
+pub(crate) fn toml_string(cfg: &NodeConfig) -> Result<String, Error> {
     let mut c = cfg.clone();
     // identity source paths are host paths: the device gets the files
     c.identity = None;

@@ -93,11 +93,14 @@ for kind in GOOD BAD; do
 #!/bin/sh
 # k3s stand-in for the ferry QEMU scenarios ($kind build)
 case \$1 in
-  server)
-    echo "k3s stand-in ($kind): starting"
+  server|agent)
+    # record how it was started and with which config, for the test to read
+    echo "\$*" > /run/k3s-args
+    cp /etc/rancher/k3s/config.yaml /run/k3s-config 2>/dev/null
+    echo "k3s stand-in ($kind): starting as \$1"
     if [ $kind = GOOD ]; then sleep 2; touch /run/k3s-ready; echo "k3s stand-in: ready"; fi ;;
   health) [ -e /run/k3s-ready ] ;;
-  *) echo "usage: k3s server|health" >&2; exit 2 ;;
+  *) echo "usage: k3s server|agent|health" >&2; exit 2 ;;
 esac
 EOF
   chmod 0755 "$d/k3s"
@@ -118,6 +121,11 @@ mkrootfs() { # mkrootfs VERSION IMG [FILLER_MIB]
   cp "$DEVF" "$r/sbin/ferry"
   cp "$W/dev.pub" "$r/etc/ferry/keys/dev.pub"
   echo "$1" > "$r/etc/ferry-version"
+  # the slot's rootfs is read-only: the /etc bits made from the provisioned
+  # settings are generated at boot under /run/ferry (tmpfs), linked from /etc
+  ln -sfn /run/ferry/etc/rancher "$r/etc/rancher"
+  ln -sfn /run/ferry/etc/ferry/k3s.env "$r/etc/ferry/k3s.env"
+  ln -sfn /run/ferry/etc/hostname "$r/etc/hostname"
   cat > "$r/etc/ferry/ferry.toml" <<'EOF'
 board = "qemu-aarch64-virt"
 disk = "/dev/vda"
@@ -169,13 +177,17 @@ if ip link set eth0 up 2>/dev/null; then
   ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
 fi
 mount -t ext4 -o ro "$k3s" /opt/k3s || echo "FERRY-TEST: ERROR: cannot mount $k3s on /opt/k3s"
-/opt/k3s/k3s server </dev/null &
-# first-boot provisioning written by `ferry provision` into the data partition
+# first boot: the settings `ferry provision` wrote into the data partition,
+# applied by ferry before k3s starts (as ferry-firstboot.service does)
+ferry firstboot --provision /data/provision --root /run/ferry --set-hostname
+[ -r /etc/ferry/k3s.env ] && . /etc/ferry/k3s.env
+/opt/k3s/k3s "${K3S_ROLE:-server}" </dev/null &
 if [ -f /data/provision/node.toml ]; then
-  h=$(sed -n 's/^hostname = "\(.*\)"$/\1/p' /data/provision/node.toml)
-  [ -n "$h" ] && hostname "$h"
-  role=$(sed -n 's/^role = "\(.*\)"$/\1/p' /data/provision/node.toml)
-  echo "FERRY-TEST: provisioned hostname=$(hostname) role=$role mode=$(stat -c %a /data/provision/node.toml)"
+  kc=/etc/rancher/k3s/config.yaml
+  tok=no; grep -q '^token: "qemu-join-token"$' $kc && tok=yes
+  sleep 0.5
+  echo "FERRY-TEST: k3s started as: $(cat /run/k3s-args 2>/dev/null); its config names node $(sed -n 's/^node-name: //p' /run/k3s-config 2>/dev/null)"
+  echo "FERRY-TEST: provisioned hostname=$(hostname) role=$K3S_ROLE mode=$(stat -c %a /data/provision/node.toml) k3s-config=$(stat -c %a $kc) token=$tok"
 fi
 echo "FERRY-TEST: booted slot=$slot version=$(cat /etc/ferry-version)"
 ferry check
@@ -292,7 +304,8 @@ s1() { # first boot
   at_shell "$OFF"; S+=(exit); boot 90
   seen 1 'FERRY-TEST: booted slot=a version=1\.0\.0'
   seen 1 'FERRY-TEST: check rc=0'
-  seen 1 'FERRY-TEST: provisioned hostname=edge-qemu-01 role=agent mode=600'
+  seen 1 'FERRY-TEST: provisioned hostname=edge-qemu-01 role=agent mode=600 k3s-config=600 token=yes'
+  seen 1 'FERRY-TEST: k3s started as: agent; its config names node "edge-qemu-01"'
   status 0 booted=a state=idle slots.a.status=good slots.a.version=1.0.0 slots.b.status=empty \
     boot.trial=null 'boot.order=["a"]' last=null
   uenv BOOT_ORDER=A FERRY_TRIAL=

@@ -4,6 +4,7 @@
 //! NTP, each a file with its mode). Pure: files are read and written by
 //! `io::provision` (host) and `io::firstboot` (device).
 
+#[cfg(feature = "host")]
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -141,6 +142,7 @@ impl NodeConfig {
     }
 
     /// What was set, for logs and reports: secrets as "(set)".
+    #[cfg(feature = "host")]
     pub(crate) fn summary(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         if let Some(h) = &self.hostname {

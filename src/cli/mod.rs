@@ -481,6 +481,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             data_partition,
             ..
         } => image::from_k3os(&k3os, image.as_deref(), &data_partition).map(|_| 0),
+        #[cfg(feature = "host")]
         Cmd::Provision {
             image,
             node,

@@ -3,14 +3,13 @@
 //! account. Parsing is pure; only [`load`] and [`in_cluster`] touch files
 //! and the environment. No network I/O here.
 //!
-//! There is no YAML crate: [`parse`] reads the block-style subset that k3s
-//! and `kubectl config` write — `key: value` mappings nested by indentation,
-//! `- ` sequences of mappings, plain or quoted single-line scalars, `#`
-//! comment lines. Flow collections (`{}` / `[]`) are kept as opaque text,
-//! multi-line scalars, anchors and tags are not supported.
+//! [`parse`] reads any kubeconfig kubectl accepts (block or flow YAML,
+//! JSON) through `crate::yaml` and serde; exec and auth-provider plugins
+//! and basic auth are refused with a message saying so.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
 
 use crate::error::Error;
 use crate::net::http::TlsOptions;
@@ -30,116 +29,84 @@ pub struct KubeConfig {
     pub token_file: Option<PathBuf>,
 }
 
-/// One `- ` item of a top-level sequence, flattened: `cluster.server` -> value.
-type Item = BTreeMap<String, String>;
-
-#[derive(Debug, Default)]
-struct Doc {
-    top: BTreeMap<String, String>,
-    lists: BTreeMap<String, Vec<Item>>,
-}
-
-fn unquote(v: &str) -> String {
-    let v = v.trim();
-    let q = |c: char| v.len() >= 2 && v.starts_with(c) && v.ends_with(c);
-    if q('"') {
-        v[1..v.len() - 1]
-            .replace("\\\"", "\"")
-            .replace("\\\\", "\\")
-    } else if q('\'') {
-        v[1..v.len() - 1].replace("''", "'")
-    } else {
-        v.to_string()
-    }
-}
-
-/// Split `key: value` (value may be empty); `None` if the line is not a mapping entry.
-fn entry(s: &str) -> Option<(&str, &str)> {
-    if let Some(rest) = s.strip_suffix(':') {
-        return Some((rest.trim(), ""));
-    }
-    let i = s.find(": ")?;
-    Some((s[..i].trim(), s[i + 2..].trim()))
-}
-
-fn parse_doc(text: &str) -> Result<Doc, String> {
-    let mut doc = Doc::default();
-    let mut section: Option<String> = None;
-    // Inside a sequence item: the item's own indentation and its open nested keys.
-    let mut item_indent: Option<usize> = None;
-    let mut stack: Vec<(usize, String)> = Vec::new();
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim_end();
-        let body = line.trim_start();
-        if body.is_empty() || body.starts_with('#') || body == "---" {
-            continue;
-        }
-        let mut indent = line.len() - body.len();
-        if line[..indent].contains('\t') {
-            return Err(format!("line {}: tab indentation", n + 1));
-        }
-        let mut body = body;
-        if let Some(rest) = body
-            .strip_prefix("- ")
-            .or(if body == "-" { Some("") } else { None })
-        {
-            let list = section
-                .as_ref()
-                .ok_or_else(|| format!("line {}: sequence outside a section", n + 1))?;
-            doc.lists.entry(list.clone()).or_default().push(Item::new());
-            indent += 2;
-            item_indent = Some(indent);
-            stack.clear();
-            body = rest.trim_start();
-            if body.is_empty() {
-                continue;
-            }
-        } else if indent == 0 {
-            item_indent = None;
-            stack.clear();
-            let (k, v) =
-                entry(body).ok_or_else(|| format!("line {}: expected `key: value`", n + 1))?;
-            if v.is_empty() {
-                section = Some(k.to_string());
-            } else {
-                section = None;
-                doc.top.insert(k.to_string(), unquote(v));
-            }
-            continue;
-        }
-        if item_indent.is_none_or(|b| indent < b) {
-            // Nested mappings outside sequences (e.g. `preferences:`) are not needed.
-            continue;
-        }
-        while stack.last().is_some_and(|(i, _)| *i >= indent) {
-            stack.pop();
-        }
-        let (k, v) = entry(body).ok_or_else(|| format!("line {}: expected `key: value`", n + 1))?;
-        if v.is_empty() {
-            stack.push((indent, k.to_string()));
-            continue;
-        }
-        let mut path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
-        path.push(k);
-        let list = section
-            .as_ref()
-            .and_then(|s| doc.lists.get_mut(s))
-            .and_then(|l| l.last_mut());
-        if let Some(item) = list {
-            item.insert(path.join("."), unquote(v));
-        }
-    }
-    Ok(doc)
-}
-
 pub(crate) use crate::bundle::pem::base64_decode;
 
+#[derive(Debug, Deserialize)]
+struct KubeFile {
+    #[serde(default)]
+    clusters: Vec<NamedCluster>,
+    #[serde(default)]
+    contexts: Vec<NamedContext>,
+    #[serde(default)]
+    users: Vec<NamedUser>,
+    #[serde(rename = "current-context", default)]
+    current_context: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedCluster {
+    name: String,
+    cluster: Cluster,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Cluster {
+    server: String,
+    #[serde(default)]
+    certificate_authority: Option<String>,
+    #[serde(default)]
+    certificate_authority_data: Option<String>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedContext {
+    name: String,
+    context: Context,
+}
+
+#[derive(Debug, Deserialize)]
+struct Context {
+    cluster: String,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedUser {
+    name: String,
+    #[serde(default)]
+    user: User,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct User {
+    token: Option<String>,
+    #[serde(rename = "tokenFile")]
+    token_file: Option<String>,
+    client_certificate: Option<String>,
+    client_certificate_data: Option<String>,
+    client_key: Option<String>,
+    client_key_data: Option<String>,
+    exec: Option<serde_json::Value>,
+    auth_provider: Option<serde_json::Value>,
+    username: Option<String>,
+}
+
 /// Pick the entry named `name`, or the only entry when no name is given.
-fn named<'a>(list: &'a [Item], name: Option<&String>, what: &str) -> Result<&'a Item, String> {
+fn named<'a, T>(
+    list: &'a [T],
+    name: Option<&str>,
+    what: &str,
+    name_of: impl Fn(&T) -> &str,
+) -> Result<&'a T, String> {
     match name {
         Some(n) => list
             .iter()
-            .find(|i| i.get("name") == Some(n))
+            .find(|i| name_of(i) == n)
             .ok_or_else(|| format!("no {what} named {n:?}")),
         None if list.len() == 1 => Ok(&list[0]),
         None => Err(format!(
@@ -150,41 +117,36 @@ fn named<'a>(list: &'a [Item], name: Option<&String>, what: &str) -> Result<&'a 
 }
 
 /// Resolve a kubeconfig's current context to a server, trust roots and
-/// credentials. Relative file references resolve against `base_dir`.
+/// credentials. Any YAML style kubectl accepts (block, flow, JSON), through
+/// a YAML parser; credential plugins are refused with the reason. Relative
+/// file references resolve against `base_dir`.
 pub(crate) fn parse(text: &str, base_dir: &Path) -> Result<KubeConfig, String> {
-    let doc = parse_doc(text)?;
-    let empty = Vec::new();
-    let list = |k: &str| doc.lists.get(k).unwrap_or(&empty);
-    let (cluster_name, user_name) = match doc.top.get("current-context").filter(|c| !c.is_empty()) {
+    let doc = crate::yaml::parse(text)?;
+    let f: KubeFile = serde_json::from_value(doc).map_err(|e| format!("not a kubeconfig: {e}"))?;
+    let (cluster_name, user_name) = match f.current_context.as_deref().filter(|c| !c.is_empty()) {
         Some(cc) => {
-            let ctx = named(list("contexts"), Some(cc), "context")?;
+            let ctx = named(&f.contexts, Some(cc), "context", |c| &c.name)?;
             (
-                ctx.get("context.cluster").cloned(),
-                ctx.get("context.user").cloned(),
+                Some(ctx.context.cluster.as_str()),
+                ctx.context.user.as_deref(),
             )
         }
         None => (None, None),
     };
-    let cluster = named(list("clusters"), cluster_name.as_ref(), "cluster")?;
-    let server = cluster
-        .get("cluster.server")
-        .ok_or("cluster has no server")?;
-    let server = Url::parse(server)?;
+    let cluster = &named(&f.clusters, cluster_name, "cluster", |c| &c.name)?.cluster;
+    let server = Url::parse(&cluster.server)?;
     if !server.https {
         return Err("plain http API servers are not supported".into());
     }
-    if cluster
-        .get("cluster.insecure-skip-tls-verify")
-        .is_some_and(|v| v == "true")
-    {
+    if cluster.insecure_skip_tls_verify {
         return Err("insecure-skip-tls-verify is not supported".into());
     }
-    let file = |p: &String| base_dir.join(p);
+    let file = |p: &str| base_dir.join(p);
     let mut tls = TlsOptions::default();
-    if let Some(ca) = cluster.get("cluster.certificate-authority-data") {
+    if let Some(ca) = &cluster.certificate_authority_data {
         tls.ca_pem
             .push(base64_decode(ca).map_err(|e| format!("certificate-authority-data: {e}"))?);
-    } else if let Some(ca) = cluster.get("cluster.certificate-authority") {
+    } else if let Some(ca) = &cluster.certificate_authority {
         tls.ca.push(file(ca));
     } else {
         return Err(
@@ -192,32 +154,54 @@ pub(crate) fn parse(text: &str, base_dir: &Path) -> Result<KubeConfig, String> {
         );
     }
     let mut token = None;
+    let mut token_file = None;
     // A kubeconfig without users (or without a matching one) means anonymous access.
-    let users = list("users");
-    if !users.is_empty() || user_name.is_some() {
-        let user = named(users, user_name.as_ref(), "user")?;
-        let data = |k: &str| {
-            user.get(k)
+    if !f.users.is_empty() || user_name.is_some() {
+        let nu = named(&f.users, user_name, "user", |u| &u.name)?;
+        let user = &nu.user;
+        if let Some(exec) = &user.exec {
+            return Err(format!(
+                "user {:?} gets its credentials from an exec plugin ({}): ferry runs no credential \
+                 plugins; give it a kubeconfig with a client certificate or a token",
+                nu.name,
+                exec.get("command").and_then(|c| c.as_str()).unwrap_or("?")
+            ));
+        }
+        if user.auth_provider.is_some() {
+            return Err(format!(
+                "user {:?} uses an auth-provider: not supported; use a client certificate or a token",
+                nu.name
+            ));
+        }
+        if user.username.is_some() {
+            return Err(format!(
+                "user {:?} uses basic authentication: not supported; use a client certificate or a token",
+                nu.name
+            ));
+        }
+        let data = |k: &str, v: &Option<String>| {
+            v.as_ref()
                 .map(|v| base64_decode(v).map_err(|e| format!("{k}: {e}")))
                 .transpose()
         };
         match (
-            data("user.client-certificate-data")?,
-            data("user.client-key-data")?,
+            data("client-certificate-data", &user.client_certificate_data)?,
+            data("client-key-data", &user.client_key_data)?,
         ) {
             (Some(c), Some(k)) => tls.client_pem = Some((c, k)),
             (None, None) => {}
             _ => return Err("client-certificate-data and client-key-data go together".into()),
         }
-        tls.client_cert = user.get("user.client-certificate").map(file);
-        tls.client_key = user.get("user.client-key").map(file);
-        token = user.get("user.token").cloned();
+        tls.client_cert = user.client_certificate.as_deref().map(file);
+        tls.client_key = user.client_key.as_deref().map(file);
+        token = user.token.clone();
+        token_file = user.token_file.as_deref().map(file);
     }
     Ok(KubeConfig {
         server,
         tls,
         token,
-        token_file: None,
+        token_file,
     })
 }
 
@@ -380,6 +364,34 @@ users:
             .unwrap_err()
             .contains("go together"));
         assert!(parse("clusters:\nnot yaml at all\n", Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn json_and_flow_style_kubeconfigs_and_plugins() {
+        let json = r#"{"apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": "https://10.0.0.1:6443", "certificate-authority-data": "Q0EK"}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "x",
+            "users": [{"name": "u", "user": {"token": "t0k"}}]}"#;
+        let c = parse(json, Path::new("/")).unwrap();
+        assert_eq!((c.server.port, c.token.as_deref()), (6443, Some("t0k")));
+        let flow = "clusters: [{name: c, cluster: {server: 'https://h:1', certificate-authority: ca.crt}}]\nusers: [{name: u, user: {tokenFile: tok}}]\n";
+        let c = parse(flow, Path::new("/etc/k")).unwrap();
+        assert_eq!(c.tls.ca, vec![PathBuf::from("/etc/k/ca.crt")]);
+        assert_eq!(c.token_file, Some(PathBuf::from("/etc/k/tok")));
+        let exec = K3S.replace(
+            "    client-certificate-data: Q0VSVAo=\n    client-key-data: S0VZCg==\n",
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: aws-iam-authenticator\n",
+        );
+        let e = parse(&exec, Path::new("/")).unwrap_err();
+        assert!(e.contains("exec plugin (aws-iam-authenticator)"), "{e}");
+        let basic = K3S.replace(
+            "    client-certificate-data: Q0VSVAo=\n    client-key-data: S0VZCg==\n",
+            "    username: admin\n    password: x\n",
+        );
+        assert!(parse(&basic, Path::new("/"))
+            .unwrap_err()
+            .contains("basic authentication"));
     }
 
     #[test]

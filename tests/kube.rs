@@ -332,7 +332,8 @@ impl Fake {
                 b64(self.client.1.as_bytes())
             )
         } else {
-            "    username: admin\n".to_string()
+            // a user with no credentials at all: anonymous
+            "    {}\n".to_string()
         };
         format!(
             "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: https://127.0.0.1:{}\n  name: default\n\

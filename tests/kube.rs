@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ferry::kube::{after_boot, coordinate_reboot, kubeconfig, BootOutcome, Kube, RebootOptions};
 use http_body_util::{BodyExt as _, Full};
@@ -560,15 +560,41 @@ async fn race_two_nodes(
     concurrency: u32,
     both_down: Option<Arc<tokio::sync::Barrier>>,
 ) -> Vec<(String, Instant, Instant)> {
+    race_with_clocks(
+        fake,
+        concurrency,
+        both_down,
+        [SystemTime::now, SystemTime::now],
+    )
+    .await
+}
+
+fn an_hour_ahead() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(3600)
+}
+
+fn an_hour_behind() -> SystemTime {
+    SystemTime::now() - Duration::from_secs(3600)
+}
+
+async fn race_with_clocks(
+    fake: &Fake,
+    concurrency: u32,
+    both_down: Option<Arc<tokio::sync::Barrier>>,
+    walls: [fn() -> SystemTime; 2],
+) -> Vec<(String, Instant, Instant)> {
     let kube = Arc::new(fake.kube());
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
-    for node in ["pi-1", "pi-2"] {
+    for (node, wall) in ["pi-1", "pi-2"].into_iter().zip(walls) {
         fake.add_node(node);
         fake.add_pod(node, &format!("web-{node}"), "ReplicaSet", 1, 1);
         let (kube, log, barrier) = (kube.clone(), log.clone(), both_down.clone());
         tasks.push(tokio::spawn(async move {
-            let o = opts(node, concurrency);
+            let o = RebootOptions {
+                wall,
+                ..opts(node, concurrency)
+            };
             let mut down = None;
             coordinate_reboot(&kube, &o, || {
                 down = Some(Instant::now());
@@ -630,6 +656,48 @@ async fn two_slots_let_two_nodes_reboot_together() {
     fake.with(|s| assert_eq!((s.holder(0), s.holder(1)), (None, None)));
 }
 
+/// Clocks an hour apart (a board without a real-time clock before NTP):
+/// the two nodes race for one slot with conflicts and still never go down
+/// together; and a node whose clock runs an hour ahead does not take a live
+/// lease of a node that is down, whatever the renew time written in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clocks_an_hour_apart_never_share_a_slot() {
+    for walls in [
+        [an_hour_ahead as fn() -> SystemTime, SystemTime::now],
+        [SystemTime::now, an_hour_behind],
+    ] {
+        let fake = Fake::start().await;
+        let v = race_with_clocks(&fake, 1, None, walls).await;
+        assert_eq!(v.len(), 2);
+        assert!(v[1].1 > v[0].2, "overlapping reboots: {v:?}");
+    }
+    // pi-1 (on time) is down holding the slot; pi-2 runs an hour ahead
+    let fake = Fake::start().await;
+    fake.add_node("pi-1");
+    fake.add_node("pi-2");
+    let kube = fake.kube();
+    coordinate_reboot(&kube, &opts("pi-1", 1), || Ok(()))
+        .await
+        .unwrap();
+    let ahead = RebootOptions {
+        wall: an_hour_ahead,
+        lock_timeout: Duration::from_millis(300),
+        ..opts("pi-2", 1)
+    };
+    let e = coordinate_reboot(&kube, &ahead, || panic!("two nodes down at once"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no reboot slot free") && e.contains("pi-1"),
+        "{e}"
+    );
+    fake.with(|s| assert_eq!(s.holder(0).as_deref(), Some("pi-1")));
+}
+
+/// A Lease whose record nobody changes for a whole lease duration (its
+/// holder died) is taken over, timed on the taker's own clock; one that
+/// its holder keeps renewing is not.
 #[tokio::test]
 async fn an_expired_lease_of_a_dead_node_is_taken_over() {
     let fake = Fake::start().await;
@@ -637,11 +705,12 @@ async fn an_expired_lease_of_a_dead_node_is_taken_over() {
     let dead = json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "ferry-reboot-0", "namespace": "kube-system"},
-        "spec": {"holderIdentity": "pi-dead", "leaseDurationSeconds": 60, "renewTime": "2020-01-01T00:00:00.000000Z", "leaseTransitions": 3}
+        "spec": {"holderIdentity": "pi-dead", "leaseDurationSeconds": 1, "renewTime": "2099-01-01T00:00:00.000000Z", "leaseTransitions": 3}
     });
     fake.with(|s| s.store_lease("kube-system/ferry-reboot-0".into(), dead));
     let kube = fake.kube();
     let mut lease = None;
+    let t = Instant::now();
     coordinate_reboot(&kube, &opts("pi-1", 1), || {
         lease = fake.with(|s| s.leases.get("kube-system/ferry-reboot-0").cloned());
         Ok(())
@@ -649,6 +718,10 @@ async fn an_expired_lease_of_a_dead_node_is_taken_over() {
     .await
     .unwrap();
     let lease = lease.expect("reboot was called");
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "taken before a lease duration passed"
+    );
     assert_eq!(lease["spec"]["holderIdentity"], "pi-1");
     assert_eq!(lease["spec"]["leaseTransitions"], 4);
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 300);
@@ -659,8 +732,7 @@ async fn a_live_lease_of_another_node_blocks_until_the_lock_timeout() {
     let fake = Fake::start().await;
     fake.add_node("pi-1");
     fake.add_pod("pi-1", "web-1", "ReplicaSet", 0, 0);
-    let now =
-        ferry::kube::lock::micro_time(ferry::kube::lock::since_epoch(std::time::SystemTime::now()));
+    let now = ferry::kube::lock::micro_time(ferry::kube::lock::since_epoch(SystemTime::now()));
     let live = json!({"metadata": {"name": "ferry-reboot-0"}, "spec": {"holderIdentity": "pi-9", "leaseDurationSeconds": 3600, "renewTime": now}});
     fake.with(|s| s.store_lease("kube-system/ferry-reboot-0".into(), live));
     let kube = fake.kube();
@@ -812,8 +884,7 @@ async fn the_daemon_does_not_reboot_while_another_node_holds_the_lock() {
     let fake = Fake::start().await;
     fake.add_node("edge-1");
     fake.add_node("edge-2");
-    let now =
-        ferry::kube::lock::micro_time(ferry::kube::lock::since_epoch(std::time::SystemTime::now()));
+    let now = ferry::kube::lock::micro_time(ferry::kube::lock::since_epoch(SystemTime::now()));
     let busy = json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "ferry-reboot-0", "namespace": "kube-system"},

@@ -1,15 +1,21 @@
 //! The cluster-wide reboot lock: `concurrency` slots, each a
 //! `coordination.k8s.io/v1` Lease named `ferry-reboot-<i>`. A node may take a
-//! slot that is absent, free (no holder), its own, or expired
-//! (`renewTime + leaseDurationSeconds < now`); every write is a create (409:
-//! someone else won) or a PUT carrying the `resourceVersion` read (409: lost
-//! the race), so two nodes never both believe they hold a slot.
+//! slot that is absent, free (no holder), its own, or expired; every write
+//! is a create (409: someone else won) or a PUT carrying the
+//! `resourceVersion` read (409: lost the race), so two nodes never both
+//! believe they hold a slot.
 //!
-//! The decision ([`judge`]) and the Lease edits are pure and take `now`
-//! explicitly; the async functions at the bottom do the API calls. Expiry
-//! compares wall clocks of different nodes, so lease durations must be long
-//! against clock skew (minutes, not seconds, in production).
+//! Expiry never compares wall clocks of different nodes (a board without a
+//! real-time clock may run an hour ahead before NTP): another node's Lease
+//! is expired only once *this* node has seen its record unchanged (same
+//! `resourceVersion`, holder, renew time) for a full `leaseDurationSeconds`
+//! on its own monotonic clock, client-go's leader-election rule
+//! ([`Observer`]). Wall time is only written, as `renewTime`, for humans.
+//!
+//! The decision ([`judge`]) and the Lease edits are pure and take their
+//! times as values; the async functions at the bottom do the API calls.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
@@ -30,15 +36,51 @@ pub(crate) enum LeaseState {
     Expired {
         holder: String,
     },
-    /// Held by someone else until `until` (Unix seconds).
+    /// Held by someone else, for at most `left` more seconds of this
+    /// node's own clock if its record stays unchanged.
     Held {
         holder: String,
-        until: i64,
+        left: u64,
     },
 }
 
-/// Decide what the Lease (`None`: it does not exist) means for `me` at `now` (Unix seconds).
-pub(crate) fn judge(lease: Option<&Value>, me: &str, now: i64) -> LeaseState {
+/// How long this node has seen each Lease record unchanged, on its own
+/// monotonic clock (times are given as the `Duration` since a fixed start).
+#[derive(Debug, Default)]
+pub struct Observer {
+    seen: HashMap<String, (String, Duration)>,
+}
+
+impl Observer {
+    /// Note the Lease `name` as read at `mono`; returns how long its record
+    /// has been unchanged (zero the first time or after any change).
+    pub(crate) fn observe(
+        &mut self,
+        name: &str,
+        lease: Option<&Value>,
+        mono: Duration,
+    ) -> Duration {
+        let record = lease.map_or_else(String::new, |l| {
+            format!(
+                "{}|{}|{}",
+                l["metadata"]["resourceVersion"].as_str().unwrap_or(""),
+                l["spec"]["holderIdentity"].as_str().unwrap_or(""),
+                l["spec"]["renewTime"].as_str().unwrap_or("")
+            )
+        });
+        match self.seen.get(name) {
+            Some((r, since)) if *r == record => mono.saturating_sub(*since),
+            _ => {
+                self.seen.insert(name.to_string(), (record, mono));
+                Duration::ZERO
+            }
+        }
+    }
+}
+
+/// Decide what the Lease (`None`: it does not exist) means for `me`, its
+/// record having been seen unchanged for `unchanged_for` (see [`Observer`]).
+pub(crate) fn judge(lease: Option<&Value>, me: &str, unchanged_for: Duration) -> LeaseState {
     let Some(lease) = lease else {
         return LeaseState::Absent;
     };
@@ -50,20 +92,18 @@ pub(crate) fn judge(lease: Option<&Value>, me: &str, now: i64) -> LeaseState {
     if holder == me {
         return LeaseState::Mine;
     }
-    // A holder without any timestamp cannot prove it is alive.
-    let since = spec["renewTime"]
-        .as_str()
-        .or(spec["acquireTime"].as_str())
-        .and_then(parse_time);
-    let secs = spec["leaseDurationSeconds"].as_i64().unwrap_or(0);
-    match since {
-        Some(t) if t.saturating_add(secs) >= now => LeaseState::Held {
+    // the holder renews by rewriting the record; unchanged for a whole
+    // lease duration on this node's clock, it is gone
+    let secs = spec["leaseDurationSeconds"].as_u64().unwrap_or(0);
+    if unchanged_for >= Duration::from_secs(secs) {
+        LeaseState::Expired {
             holder: holder.to_string(),
-            until: t.saturating_add(secs),
-        },
-        _ => LeaseState::Expired {
+        }
+    } else {
+        LeaseState::Held {
             holder: holder.to_string(),
-        },
+            left: secs - unchanged_for.as_secs(),
+        }
     }
 }
 
@@ -106,6 +146,7 @@ pub(crate) fn released(lease: &Value) -> Value {
 
 // ---- time: RFC 3339 as the API writes it (MicroTime), Unix seconds inside ----
 
+#[cfg(test)]
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -142,6 +183,7 @@ pub fn micro_time(since_epoch: Duration) -> String {
 }
 
 /// Unix seconds of an RFC 3339 time (`Z` or `±hh:mm`; fractions ignored).
+#[cfg(test)]
 pub(crate) fn parse_time(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -197,8 +239,8 @@ pub fn since_epoch(t: SystemTime) -> Duration {
 pub(crate) enum Acquire {
     /// This node holds slot `n`.
     Got(u32),
-    /// Every slot is held by someone else: `(holder, until)` per slot.
-    Busy(Vec<(String, i64)>),
+    /// Every slot is held by someone else: `(holder, seconds left at most)` per slot.
+    Busy(Vec<(String, u64)>),
 }
 
 fn path(namespace: &str, name: Option<&str>) -> String {
@@ -249,12 +291,19 @@ pub(crate) async fn try_acquire(
     slots: u32,
     secs: u64,
     now: SystemTime,
+    mono: Duration,
+    observer: &std::sync::Mutex<Observer>,
 ) -> Result<Acquire, Error> {
     let now = since_epoch(now);
     let mut leases = Vec::new();
     for slot in 0..slots.max(1) {
-        let l = read(kube, namespace, &lease_name(slot)).await?;
-        let state = judge(l.as_ref(), me, now.as_secs() as i64);
+        let name = lease_name(slot);
+        let l = read(kube, namespace, &name).await?;
+        let unchanged = observer
+            .lock()
+            .map(|mut o| o.observe(&name, l.as_ref(), mono))
+            .unwrap_or_default();
+        let state = judge(l.as_ref(), me, unchanged);
         leases.push((slot, l, state));
     }
     // Our own slot first (we may have rebooted while holding it), then the rest in order.
@@ -263,8 +312,8 @@ pub(crate) async fn try_acquire(
     for (slot, lease, state) in &leases {
         let name = lease_name(*slot);
         let won = match (state, lease) {
-            (LeaseState::Held { holder, until }, _) => {
-                busy.push((holder.clone(), *until));
+            (LeaseState::Held { holder, left }, _) => {
+                busy.push((holder.clone(), *left));
                 continue;
             }
             (_, None) => {
@@ -285,7 +334,7 @@ pub(crate) async fn try_acquire(
             }
             return Ok(Acquire::Got(*slot));
         }
-        busy.push(("(lost a race)".to_string(), now.as_secs() as i64));
+        busy.push(("(lost a race)".to_string(), 0));
     }
     Ok(Acquire::Busy(busy))
 }
@@ -306,10 +355,7 @@ pub(crate) async fn renew(
             "reboot lease {namespace}/{name} is no longer held by {me}"
         ))
     };
-    match (
-        judge(lease.as_ref(), me, since_epoch(now).as_secs() as i64),
-        lease,
-    ) {
+    match (judge(lease.as_ref(), me, Duration::ZERO), lease) {
         (LeaseState::Mine, Some(l)) => {
             if write(
                 kube,
@@ -376,70 +422,88 @@ mod tests {
     #[test]
     fn who_may_take_a_lease() {
         let t0 = "2024-05-01T10:00:00.000000Z";
-        let now = parse_time(t0).unwrap();
-        let held = |until| LeaseState::Held {
+        let secs = Duration::from_secs;
+        let held = |left| LeaseState::Held {
             holder: "b".into(),
-            until,
+            left,
         };
         let expired = LeaseState::Expired { holder: "b".into() };
-        let table: Vec<(Option<Value>, i64, LeaseState)> = vec![
-            (None, now, LeaseState::Absent),
-            (Some(lease(None, Some(t0), Some(60))), now, LeaseState::Free),
+        // (lease, seen unchanged for, decision): the renew time written in
+        // the lease never matters, only this node's own observation
+        let table: Vec<(Option<Value>, Duration, LeaseState)> = vec![
+            (None, secs(0), LeaseState::Absent),
+            (
+                Some(lease(None, Some(t0), Some(60))),
+                secs(0),
+                LeaseState::Free,
+            ),
             (
                 Some(lease(Some(""), Some(t0), Some(60))),
-                now,
+                secs(0),
                 LeaseState::Free,
             ),
             (
                 Some(lease(Some("a"), Some(t0), Some(60))),
-                now + 9999,
+                secs(9999),
                 LeaseState::Mine,
             ),
             (
                 Some(lease(Some("b"), Some(t0), Some(60))),
-                now,
-                held(now + 60),
+                secs(0),
+                held(60),
             ),
             (
                 Some(lease(Some("b"), Some(t0), Some(60))),
-                now + 60,
-                held(now + 60),
+                secs(59),
+                held(1),
             ),
             (
                 Some(lease(Some("b"), Some(t0), Some(60))),
-                now + 61,
+                secs(60),
                 expired.clone(),
+            ),
+            // a renew time from 2020 or from the future: the same
+            (
+                Some(lease(Some("b"), Some("2020-01-01T00:00:00Z"), Some(60))),
+                secs(0),
+                held(60),
             ),
             (
-                Some(lease(
-                    Some("b"),
-                    Some("2024-05-01T12:00:00+02:00"),
-                    Some(60),
-                )),
-                now + 61,
+                Some(lease(Some("b"), Some("2099-01-01T00:00:00Z"), Some(60))),
+                secs(60),
                 expired.clone(),
             ),
-            (Some(lease(Some("b"), None, Some(60))), now, expired.clone()),
             (
                 Some(lease(Some("b"), Some("garbage"), Some(60))),
-                now,
-                expired.clone(),
+                secs(1),
+                held(59),
             ),
             (
                 Some(lease(Some("b"), Some(t0), None)),
-                now + 1,
+                secs(0),
                 expired.clone(),
             ),
-            (
-                Some(lease(Some("b"), Some("2024-05-01T10:30:00Z"), Some(60))),
-                now,
-                held(now + 1860),
-            ),
         ];
-        for (i, (l, at, want)) in table.into_iter().enumerate() {
-            let got = judge(l.as_ref(), "a", at);
-            assert_eq!(got, want, "row {i}");
+        for (i, (l, seen, want)) in table.into_iter().enumerate() {
+            assert_eq!(judge(l.as_ref(), "a", seen), want, "row {i}");
         }
+    }
+
+    #[test]
+    fn the_observer_restarts_on_every_change() {
+        let mut o = Observer::default();
+        let l = lease(Some("b"), Some("2024-05-01T10:00:00Z"), Some(60));
+        let secs = Duration::from_secs;
+        assert_eq!(o.observe("x", Some(&l), secs(100)), secs(0));
+        assert_eq!(o.observe("x", Some(&l), secs(130)), secs(30));
+        // renewed: a new resourceVersion and renew time
+        let mut r = l.clone();
+        r["metadata"]["resourceVersion"] = json!("8");
+        assert_eq!(o.observe("x", Some(&r), secs(150)), secs(0));
+        assert_eq!(o.observe("x", Some(&r), secs(215)), secs(65));
+        // another lease is observed on its own
+        assert_eq!(o.observe("y", Some(&r), secs(215)), secs(0));
+        assert_eq!(o.observe("x", None, secs(300)), secs(0));
     }
 
     #[test]
@@ -458,13 +522,16 @@ mod tests {
             renewed["spec"]["acquireTime"],
             "2024-05-01T10:00:00.000000Z"
         );
-        assert_eq!(judge(Some(&released(&renewed)), "b", 0), LeaseState::Free);
+        assert_eq!(
+            judge(Some(&released(&renewed)), "b", Duration::ZERO),
+            LeaseState::Free
+        );
         let n = new_lease("kube-system", "ferry-reboot-1", "a", 60, now);
         assert_eq!(
-            judge(Some(&n), "b", now.as_secs() as i64 + 60),
+            judge(Some(&n), "b", Duration::from_secs(10)),
             LeaseState::Held {
                 holder: "a".into(),
-                until: now.as_secs() as i64 + 60
+                left: 50
             }
         );
     }

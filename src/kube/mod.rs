@@ -44,6 +44,12 @@ pub struct RebootOptions {
     pub ready_timeout: Duration,
     /// First retry delay for every poll; back-off doubles it up to 8x.
     pub poll: Duration,
+    /// How long each reboot Lease was seen unchanged (kept across rounds).
+    pub observer: std::sync::Arc<std::sync::Mutex<lock::Observer>>,
+    /// The monotonic origin for the observer.
+    pub started: Instant,
+    /// The wall clock written into Leases (a test may skew it).
+    pub wall: fn() -> SystemTime,
 }
 
 impl RebootOptions {
@@ -57,6 +63,9 @@ impl RebootOptions {
             lock_timeout: Duration::from_secs(600),
             ready_timeout: Duration::from_secs(600),
             poll: Duration::from_secs(5),
+            observer: Default::default(),
+            started: Instant::now(),
+            wall: SystemTime::now,
         }
     }
 }
@@ -89,7 +98,9 @@ async fn acquire(kube: &Kube, o: &RebootOptions) -> Result<u32, Error> {
             &o.node,
             o.concurrency,
             o.lease_seconds,
-            SystemTime::now(),
+            (o.wall)(),
+            o.started.elapsed(),
+            &o.observer,
         )
         .await?
         {
@@ -98,12 +109,7 @@ async fn acquire(kube: &Kube, o: &RebootOptions) -> Result<u32, Error> {
                 if !pause(delay, deadline).await {
                     let held: Vec<String> = holders
                         .iter()
-                        .map(|(h, until)| {
-                            format!(
-                                "{h} until {}",
-                                lock::micro_time(Duration::from_secs((*until).max(0) as u64))
-                            )
-                        })
+                        .map(|(h, left)| format!("{h}, for up to another {left} s"))
                         .collect();
                     return Err(Error::Cluster(format!(
                         "no reboot slot free in namespace {} after {:?} (held by {})",
@@ -168,7 +174,7 @@ async fn reboot_in_span(
             &o.node,
             slot,
             o.lease_seconds,
-            SystemTime::now(),
+            (o.wall)(),
         )
         .await?;
         drain::annotate(kube, &o.node, "rebooting", None).await?;

@@ -284,17 +284,14 @@ async fn write(
 
 /// One round: keep a slot this node already holds, else take the first free
 /// or expired one. Never holds two slots.
-pub(crate) async fn try_acquire(
-    kube: &Kube,
-    namespace: &str,
-    me: &str,
-    slots: u32,
-    secs: u64,
-    now: SystemTime,
-    mono: Duration,
-    observer: &std::sync::Mutex<Observer>,
-) -> Result<Acquire, Error> {
-    let now = since_epoch(now);
+pub(crate) async fn try_acquire(kube: &Kube, o: &super::RebootOptions) -> Result<Acquire, Error> {
+    let (namespace, me, slots, secs) = (
+        o.namespace.as_str(),
+        o.node.as_str(),
+        o.concurrency,
+        o.lease_seconds,
+    );
+    let (now, mono, observer) = (since_epoch((o.wall)()), o.started.elapsed(), &o.observer);
     let mut leases = Vec::new();
     for slot in 0..slots.max(1) {
         let name = lease_name(slot);

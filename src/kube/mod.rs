@@ -92,18 +92,7 @@ async fn acquire(kube: &Kube, o: &RebootOptions) -> Result<u32, Error> {
     let deadline = Instant::now() + o.lock_timeout;
     let mut delay = o.poll;
     loop {
-        match lock::try_acquire(
-            kube,
-            &o.namespace,
-            &o.node,
-            o.concurrency,
-            o.lease_seconds,
-            (o.wall)(),
-            o.started.elapsed(),
-            &o.observer,
-        )
-        .await?
-        {
+        match lock::try_acquire(kube, o).await? {
             Acquire::Got(slot) => return Ok(slot),
             Acquire::Busy(holders) => {
                 if !pause(delay, deadline).await {

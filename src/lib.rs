@@ -23,6 +23,8 @@
 // inside them, items are `pub(crate)` unless one of those uses them, so the
 // compiler reports dead code (`unreachable_pub` keeps it that way).
 #[doc(hidden)]
+pub mod backoff;
+#[doc(hidden)]
 pub mod board;
 #[doc(hidden)]
 pub mod bundle;

@@ -31,6 +31,7 @@ const CORE: &[(&str, &str)] = &[
     ("net/proxy.rs", "net::proxy"),
     ("settings.rs", "settings"),
     ("yaml.rs", "yaml"),
+    ("backoff.rs", "backoff"),
     ("io/bmap.rs", "io::bmap"),
     ("error.rs", "error"),
 ];

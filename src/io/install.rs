@@ -287,18 +287,13 @@ pub(crate) trait BundleSource {
     }
 }
 
-/// The pause before the next attempt: the server's `Retry-After` when it
-/// gave one (capped at 5 minutes), never less than the back-off; and the
-/// back-off doubles (capped at a minute). One helper for every retry loop.
-fn pause_before_retry(e: &Error, delay: &mut std::time::Duration) -> std::time::Duration {
-    let wait = match e {
-        Error::Throttled { after_s, .. } => {
-            std::time::Duration::from_secs((*after_s).min(300)).max(*delay)
-        }
-        _ => *delay,
-    };
-    *delay = (*delay * 2).min(std::time::Duration::from_secs(60));
-    wait
+/// The pause before the next attempt (`crate::backoff`, capped at a
+/// minute), with the server's `Retry-After` when it gave one.
+fn pause_before_retry(e: &Error, b: &mut crate::backoff::Backoff) -> std::time::Duration {
+    b.pause(match e {
+        Error::Throttled { after_s, .. } => Some(std::time::Duration::from_secs(*after_s)),
+        _ => None,
+    })
 }
 
 /// A local bundle file or block device.
@@ -387,7 +382,8 @@ impl SlotWriter for StreamWriter<'_> {
         from: Progress,
         durable: &mut dyn FnMut(Progress) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let (attempts, mut delay) = self.src.retry();
+        let (attempts, first) = self.src.retry();
+        let mut delay = crate::backoff::Backoff::new(first, std::time::Duration::from_secs(60));
         let mut pos = Position {
             payload: from.payload,
             chunk: from.chunk,
@@ -440,7 +436,8 @@ fn open_verified(
     keyring: &Keyring,
     pin: Option<Sha256Digest>,
 ) -> Result<(VerifiedBundle, Box<dyn Read + Send>), Error> {
-    let (attempts, mut delay) = src.retry();
+    let (attempts, first) = src.retry();
+    let mut delay = crate::backoff::Backoff::new(first, std::time::Duration::from_secs(60));
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -205,7 +205,7 @@ pub(crate) async fn drain(kube: &Kube, node: &str, opts: &DrainOptions) -> Resul
         }
     }
     tracing::info!(node, evict = pending.len(), "draining node");
-    let mut delay = opts.poll;
+    let mut backoff = crate::backoff::Backoff::new(opts.poll, opts.poll * 8);
     let mut last_refusal = String::new();
     loop {
         let mut blocked = Vec::new();
@@ -227,16 +227,15 @@ pub(crate) async fn drain(kube: &Kube, node: &str, opts: &DrainOptions) -> Resul
         if pending.is_empty() {
             break;
         }
-        if !pause(delay, deadline).await {
+        if !pause(backoff.pause(None), deadline).await {
             return Err(Error::Cluster(format!(
                 "drain of node {node} timed out after {:?}: eviction of {} refused by a PodDisruptionBudget ({last_refusal})",
                 opts.timeout,
                 names(&pending)
             )));
         }
-        delay = (delay * 2).min(opts.poll * 8);
     }
-    let mut delay = opts.poll;
+    let mut backoff = crate::backoff::Backoff::new(opts.poll, opts.poll * 8);
     loop {
         let mut left = Vec::new();
         for pod in evicted {
@@ -254,14 +253,13 @@ pub(crate) async fn drain(kube: &Kube, node: &str, opts: &DrainOptions) -> Resul
             tracing::info!(node, "node drained");
             return Ok(());
         }
-        if !pause(delay, deadline).await {
+        if !pause(backoff.pause(None), deadline).await {
             return Err(Error::Cluster(format!(
                 "drain of node {node} timed out after {:?}: pods still terminating: {}",
                 opts.timeout,
                 names(&evicted)
             )));
         }
-        delay = (delay * 2).min(opts.poll * 8);
     }
 }
 

@@ -90,12 +90,12 @@ pub(crate) async fn pause(delay: Duration, deadline: Instant) -> bool {
 /// Poll for a reboot slot with back-off until one is ours or `lock_timeout`.
 async fn acquire(kube: &Kube, o: &RebootOptions) -> Result<u32, Error> {
     let deadline = Instant::now() + o.lock_timeout;
-    let mut delay = o.poll;
+    let mut backoff = crate::backoff::Backoff::new(o.poll, o.poll * 8);
     loop {
         match lock::try_acquire(kube, o).await? {
             Acquire::Got(slot) => return Ok(slot),
             Acquire::Busy(holders) => {
-                if !pause(delay, deadline).await {
+                if !pause(backoff.pause(None), deadline).await {
                     let held: Vec<String> = holders
                         .iter()
                         .map(|(h, left)| format!("{h}, for up to another {left} s"))
@@ -109,7 +109,6 @@ async fn acquire(kube: &Kube, o: &RebootOptions) -> Result<u32, Error> {
                 }
             }
         }
-        delay = (delay * 2).min(o.poll * 8);
     }
 }
 
@@ -215,15 +214,14 @@ async fn after_boot_in_span(
     outcome: &BootOutcome,
 ) -> Result<(), Error> {
     let deadline = Instant::now() + o.ready_timeout;
-    let mut delay = o.poll;
+    let mut backoff = crate::backoff::Backoff::new(o.poll, o.poll * 8);
     while !drain::node_ready(kube, &o.node).await? {
-        if !pause(delay, deadline).await {
+        if !pause(backoff.pause(None), deadline).await {
             return Err(Error::Cluster(format!(
                 "node {} not Ready after {:?}; keeping its reboot lease",
                 o.node, o.ready_timeout
             )));
         }
-        delay = (delay * 2).min(o.poll * 8);
     }
     let (status, version, reason, warning) = match outcome {
         BootOutcome::Committed { version } => ("committed", version, "FerryCommitted", false),

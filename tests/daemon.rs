@@ -709,7 +709,22 @@ fn init_integration_notify_watchdog_reboot_and_plain_logs() {
     std::fs::write(&dev.config, cfg).unwrap();
     let sock_path = dev.path("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_nonblocking(true).unwrap();
+    // read as systemd does, all along (the queue holds only a few messages)
+    let reader = std::thread::spawn(move || {
+        let mut msgs = Vec::new();
+        let mut buf = [0u8; 256];
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        while let Ok(n) = sock.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let stop = m == "STOPPING=1";
+            msgs.push(m);
+            if stop {
+                break;
+            }
+        }
+        msgs
+    });
     // `timeout -s KILL`: should the stop not work, the test fails instead of
     // ever reaching the direct reboot(2) after the deadline
     let o = std::process::Command::new("timeout")
@@ -730,11 +745,7 @@ fn init_integration_notify_watchdog_reboot_and_plain_logs() {
     let fed = std::fs::read(&wd).unwrap();
     assert!(fed.len() >= 2, "watchdog never fed: {fed:?}");
     assert_eq!(fed.last(), Some(&b'V'), "no magic close: {fed:?}");
-    let mut msgs = Vec::new();
-    let mut buf = [0u8; 256];
-    while let Ok(n) = sock.recv(&mut buf) {
-        msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
+    let msgs = reader.join().unwrap();
     for want in ["READY=1", "WATCHDOG=1", "STOPPING=1"] {
         assert!(msgs.iter().any(|m| m == want), "no {want}: {msgs:?}");
     }
@@ -744,6 +755,33 @@ fn init_integration_notify_watchdog_reboot_and_plain_logs() {
         "{msgs:?}"
     );
     assert!(!stderr.contains('\u{1b}'), "colour codes: {stderr}");
+    // a notify socket nobody reads (its queue fills after a few messages)
+    // never blocks the daemon: the installed update's reboot and the stop
+    // still happen
+    let deaf_path = dev.path("deaf.sock");
+    let _deaf = std::os::unix::net::UnixDatagram::bind(&deaf_path).unwrap();
+    let filler = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    filler.set_nonblocking(true).unwrap();
+    let mut queued = 0;
+    while filler.send_to(b"X=1", &deaf_path).is_ok() {
+        queued += 1;
+        assert!(queued < 100_000);
+    }
+    std::fs::remove_file(&mark).unwrap();
+    let o = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "60", env!("CARGO_BIN_EXE_ferry")])
+        .args(["--config", s(&dev.config), "daemon", "--once"])
+        .env("NOTIFY_SOCKET", &deaf_path)
+        .env("WATCHDOG_USEC", "20000")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(mark.exists());
     let first = stderr.lines().next().unwrap_or("");
     assert!(
         first.trim_start().starts_with("INFO") || first.trim_start().starts_with("WARN"),

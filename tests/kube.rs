@@ -361,10 +361,16 @@ impl Fake {
 
     fn add_pod(&self, node: &str, name: &str, owner: &str, refuse: u32, linger: u32) {
         let mut obj = json!({
-            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "ownerReferences": [{"kind": owner, "name": "x"}]},
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "labels": {"app": name}},
             "spec": {"nodeName": node},
             "status": {"phase": "Running"}
         });
+        // as the API has it: a controller's pods carry `controller: true`; a
+        // bare pod (owner "") has no owner at all
+        if !owner.is_empty() {
+            obj["metadata"]["ownerReferences"] =
+                json!([{"kind": owner, "name": "x", "controller": owner != "Node"}]);
+        }
         if owner == "Node" {
             obj["metadata"]["annotations"] = json!({"kubernetes.io/config.mirror": "hash"});
         }
@@ -512,6 +518,77 @@ async fn drain_evicts_workloads_and_skips_daemonset_mirror_and_finished_pods() {
         );
         assert_eq!(s.evictions.len(), 2, "pi-2's pod and the skipped ones stay");
     });
+}
+
+/// `kubectl drain` semantics: a pod no controller would recreate, or one
+/// with emptyDir data, is refused before anything is evicted (the node is
+/// returned to service, the lock released) unless the operator allows it;
+/// a pod matching a blocking selector blocks the reboot.
+#[tokio::test]
+async fn drain_refuses_unmanaged_and_local_data_pods_unless_allowed() {
+    let fake = Fake::start().await;
+    fake.add_node("pi-1");
+    fake.add_pod("pi-1", "web-1", "ReplicaSet", 0, 0);
+    fake.add_pod("pi-1", "debug-shell", "", 0, 0);
+    fake.add_pod("pi-1", "cache-0", "StatefulSet", 0, 0);
+    fake.with(|s| s.pods[2].obj["spec"]["volumes"] = json!([{"name": "scratch", "emptyDir": {}}]));
+    let kube = fake.kube();
+    let e = coordinate_reboot(&kube, &opts("pi-1", 1), || {
+        panic!("rebooted over a refusal")
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("no controller would recreate: default/debug-shell"),
+        "{e}"
+    );
+    assert!(e.contains("emptyDir data: default/cache-0"), "{e}");
+    assert!(!e.contains("web-1"), "{e}");
+    fake.with(|s| {
+        assert!(
+            s.evictions.is_empty(),
+            "evicted before refusing: {:?}",
+            s.evictions
+        );
+        assert_eq!(s.holder(0), None);
+    });
+    assert_eq!(fake.node("pi-1")["spec"]["unschedulable"], false);
+    // a blocking selector: nothing happens while such a pod runs there
+    let blocked = RebootOptions {
+        drain: ferry::kube::drain::DrainPolicy {
+            unmanaged: true,
+            emptydir: true,
+            blocking: vec!["app=cache-0".into()],
+        },
+        ..opts("pi-1", 1)
+    };
+    let e = coordinate_reboot(&kube, &blocked, || panic!("rebooted over a blocking pod"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("blocking pods on the node: default/cache-0 (selector app=cache-0)"),
+        "{e}"
+    );
+    // allowed: both are evicted and the node reboots
+    let allowed = RebootOptions {
+        drain: ferry::kube::drain::DrainPolicy {
+            unmanaged: true,
+            emptydir: true,
+            blocking: vec!["app=absent".into()],
+        },
+        ..opts("pi-1", 1)
+    };
+    let mut rebooted = false;
+    coordinate_reboot(&kube, &allowed, || {
+        rebooted = true;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert!(rebooted);
+    fake.with(|s| assert_eq!(s.evictions.len(), 3, "{:?}", s.evictions));
 }
 
 #[tokio::test]

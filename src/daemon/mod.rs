@@ -361,6 +361,11 @@ fn cluster(
     o.concurrency = c.concurrency.max(1);
     o.lease_seconds = c.lease_seconds;
     o.drain_timeout = Duration::from_secs(c.drain_timeout_s);
+    o.drain = crate::kube::drain::DrainPolicy {
+        unmanaged: c.drain_unmanaged,
+        emptydir: c.delete_emptydir_data,
+        blocking: c.blocking_pods.clone(),
+    };
     o.lock_timeout = Duration::from_secs(c.lock_timeout_s);
     o.ready_timeout = Duration::from_secs(c.ready_timeout_s);
     Ok((kube, o))

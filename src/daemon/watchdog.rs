@@ -80,11 +80,18 @@ impl Notify {
             }
         };
         let sock = std::os::unix::net::UnixDatagram::unbound().ok()?;
+        // never block on a reader that does not keep up (a full queue):
+        // a lost WATCHDOG=1 costs less than a stuck daemon
+        sock.set_nonblocking(true).ok()?;
         Some(Notify { sock, addr })
     }
     fn send(&self, msg: &str) {
-        if let Err(e) = self.sock.send_to_addr(msg.as_bytes(), &self.addr) {
-            warn!(error = %e, "sd_notify failed");
+        match self.sock.send_to_addr(msg.as_bytes(), &self.addr) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tracing::debug!(msg, "sd_notify queue full; message dropped")
+            }
+            Err(e) => warn!(error = %e, "sd_notify failed"),
         }
     }
 }

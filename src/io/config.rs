@@ -79,6 +79,16 @@ pub struct ClusterConfig {
     /// Also gate trial boots on the API server's /readyz (server nodes).
     #[serde(default)]
     pub readyz: bool,
+    /// Evict pods no controller recreates (`kubectl drain --force`).
+    #[serde(default)]
+    pub drain_unmanaged: bool,
+    /// Evict pods with emptyDir volumes (`--delete-emptydir-data`).
+    #[serde(default)]
+    pub delete_emptydir_data: bool,
+    /// Label selectors (`app=db,tier=x`): a matching pod on the node blocks
+    /// the reboot until it is gone.
+    #[serde(default)]
+    pub blocking_pods: Vec<String>,
 }
 
 /// Where the cluster credentials come from, parsed with the config: a

@@ -30,9 +30,49 @@ pub(crate) enum PodAction {
     SkipDaemonSet,
     SkipMirror,
     SkipFinished,
+    /// No controller would recreate it (`kubectl drain` refuses without `--force`).
+    RefuseUnmanaged,
+    /// Its emptyDir data would be lost (`kubectl drain` refuses without
+    /// `--delete-emptydir-data`).
+    RefuseLocalData,
 }
 
+/// What an operator allows a drain to do, as `kubectl drain`'s flags do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainPolicy {
+    /// Evict pods that no controller recreates (`--force`).
+    pub unmanaged: bool,
+    /// Evict pods with emptyDir volumes (`--delete-emptydir-data`).
+    pub emptydir: bool,
+    /// Label selectors (`key=value[,key=value]`): a pod on the node that
+    /// matches one blocks the reboot (kured's `--blocking-pod-selector`).
+    pub blocking: Vec<String>,
+}
+
+/// Whether `pod`'s labels match a `key=value[,key=value]` selector.
+pub(crate) fn matches_selector(pod: &Value, selector: &str) -> bool {
+    let labels = &pod["metadata"]["labels"];
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .all(|term| {
+            if let Some((k, v)) = term.split_once("!=") {
+                labels[k.trim()].as_str() != Some(v.trim())
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                labels[k.trim()].as_str() == Some(v.trim())
+            } else {
+                labels.get(term).is_some()
+            }
+        })
+}
+
+#[cfg(test)]
 pub(crate) fn classify(pod: &Value) -> PodAction {
+    classify_with(pod, &DrainPolicy::default())
+}
+
+pub(crate) fn classify_with(pod: &Value, policy: &DrainPolicy) -> PodAction {
     let meta = &pod["metadata"];
     if meta["annotations"]
         .get("kubernetes.io/config.mirror")
@@ -55,6 +95,16 @@ pub(crate) fn classify(pod: &Value) -> PodAction {
     }
     if meta.get("deletionTimestamp").is_some_and(|t| !t.is_null()) {
         return PodAction::Await;
+    }
+    if !policy.unmanaged && !owners.iter().any(|o| o["controller"] == true) {
+        return PodAction::RefuseUnmanaged;
+    }
+    let volumes = pod["spec"]["volumes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !policy.emptydir && volumes.iter().any(|v| v.get("emptyDir").is_some()) {
+        return PodAction::RefuseLocalData;
     }
     PodAction::Evict
 }
@@ -109,6 +159,7 @@ pub(crate) struct DrainOptions {
     pub timeout: Duration,
     /// First retry delay; doubles up to 8x.
     pub poll: Duration,
+    pub policy: DrainPolicy,
 }
 
 pub(crate) async fn node_ready(kube: &Kube, node: &str) -> Result<bool, Error> {
@@ -197,12 +248,49 @@ pub(crate) async fn drain(kube: &Kube, node: &str, opts: &DrainOptions) -> Resul
         .unwrap_or_default();
     let mut pending = Vec::new();
     let mut evicted = Vec::new();
+    let (mut unmanaged, mut local, mut blockers) = (Vec::new(), Vec::new(), Vec::new());
     for pod in items {
-        match classify(pod) {
+        if let Some(sel) = opts
+            .policy
+            .blocking
+            .iter()
+            .find(|s| matches_selector(pod, s))
+        {
+            blockers.push(format!("{} (selector {sel})", names(&[PodRef::of(pod)])));
+        }
+        match classify_with(pod, &opts.policy) {
             PodAction::Evict => pending.push(PodRef::of(pod)),
             PodAction::Await => evicted.push(PodRef::of(pod)),
+            PodAction::RefuseUnmanaged => unmanaged.push(PodRef::of(pod)),
+            PodAction::RefuseLocalData => local.push(PodRef::of(pod)),
             skip => tracing::debug!(pod = %PodRef::of(pod).name, action = ?skip, "not evicted"),
         }
+    }
+    // refused before anything is evicted, as `kubectl drain` does
+    let mut refusals = Vec::new();
+    if !blockers.is_empty() {
+        refusals.push(format!(
+            "blocking pods on the node: {}",
+            blockers.join(", ")
+        ));
+    }
+    if !unmanaged.is_empty() {
+        refusals.push(format!(
+            "pods that no controller would recreate: {} (set cluster.drain_unmanaged = true to evict them)",
+            names(&unmanaged)
+        ));
+    }
+    if !local.is_empty() {
+        refusals.push(format!(
+            "pods with emptyDir data: {} (set cluster.delete_emptydir_data = true to evict them)",
+            names(&local)
+        ));
+    }
+    if !refusals.is_empty() {
+        return Err(Error::Cluster(format!(
+            "drain of node {node} refused: {}",
+            refusals.join("; ")
+        )));
     }
     tracing::info!(node, evict = pending.len(), "draining node");
     let mut backoff = crate::backoff::Backoff::new(opts.poll, opts.poll * 8);
@@ -270,7 +358,9 @@ mod tests {
     #[test]
     fn which_pods_a_drain_evicts() {
         let ds = json!({"metadata": {"ownerReferences": [{"kind": "DaemonSet", "name": "svclb"}]}, "status": {"phase": "Running"}});
-        let rs = json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "name": "web"}]}, "status": {"phase": "Running"}});
+        let rs = json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "name": "web", "controller": true}]}, "status": {"phase": "Running"}});
+        let owned_not_controlled = json!({"metadata": {"ownerReferences": [{"kind": "ConfigMap", "name": "c"}]}, "status": {"phase": "Running"}});
+        let scratch = json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "controller": true}]}, "spec": {"volumes": [{"name": "s", "emptyDir": {}}, {"name": "c", "configMap": {}}]}, "status": {"phase": "Running"}});
         let mirror = json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "abc"}}, "status": {"phase": "Running"}});
         let done = json!({"metadata": {"ownerReferences": [{"kind": "Job"}]}, "status": {"phase": "Succeeded"}});
         let failed = json!({"metadata": {}, "status": {"phase": "Failed"}});
@@ -283,11 +373,34 @@ mod tests {
             (done, PodAction::SkipFinished),
             (failed, PodAction::SkipFinished),
             (going, PodAction::Await),
-            (bare, PodAction::Evict),
+            (bare.clone(), PodAction::RefuseUnmanaged),
+            (owned_not_controlled, PodAction::RefuseUnmanaged),
+            (scratch.clone(), PodAction::RefuseLocalData),
         ];
         for (i, (pod, want)) in table.into_iter().enumerate() {
             assert_eq!(classify(&pod), want, "row {i}");
         }
+        let all = DrainPolicy {
+            unmanaged: true,
+            emptydir: true,
+            blocking: vec![],
+        };
+        assert_eq!(classify_with(&bare, &all), PodAction::Evict);
+        assert_eq!(classify_with(&scratch, &all), PodAction::Evict);
+    }
+
+    #[test]
+    fn selectors_match_every_term() {
+        let pod = json!({"metadata": {"labels": {"app": "db", "tier": "data"}}});
+        assert!(matches_selector(&pod, "app=db"));
+        assert!(matches_selector(&pod, "app=db,tier=data"));
+        assert!(matches_selector(&pod, "app==db"));
+        assert!(matches_selector(&pod, "tier"));
+        assert!(matches_selector(&pod, "app!=web"));
+        assert!(!matches_selector(&pod, "app!=db"));
+        assert!(!matches_selector(&pod, "app=db,tier=web"));
+        assert!(!matches_selector(&pod, "zone"));
+        assert!(!matches_selector(&json!({}), "app=db"));
     }
 
     #[test]

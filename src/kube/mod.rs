@@ -11,7 +11,7 @@
 //! [`lock`] and [`drain`]; this module only sequences the calls.
 
 pub(crate) mod client;
-pub(crate) mod drain;
+pub mod drain;
 pub mod kubeconfig;
 pub mod lock;
 
@@ -44,6 +44,8 @@ pub struct RebootOptions {
     pub ready_timeout: Duration,
     /// First retry delay for every poll; back-off doubles it up to 8x.
     pub poll: Duration,
+    /// What the drain may evict, and which pods block a reboot.
+    pub drain: drain::DrainPolicy,
     /// How long each reboot Lease was seen unchanged (kept across rounds).
     pub observer: std::sync::Arc<std::sync::Mutex<lock::Observer>>,
     /// The monotonic origin for the observer.
@@ -63,6 +65,7 @@ impl RebootOptions {
             lock_timeout: Duration::from_secs(600),
             ready_timeout: Duration::from_secs(600),
             poll: Duration::from_secs(5),
+            drain: drain::DrainPolicy::default(),
             observer: Default::default(),
             started: Instant::now(),
             wall: SystemTime::now,
@@ -140,6 +143,7 @@ async fn reboot_in_span(
     let slot = acquire(kube, o).await?;
     tracing::info!(slot, "reboot slot acquired");
     let drain_opts = DrainOptions {
+        policy: o.drain.clone(),
         timeout: o.drain_timeout,
         poll: o.poll,
     };

@@ -66,12 +66,52 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// A strategic merge patch of a node's status, as the API server does it
+/// for `conditions` (patchMergeKey `type`): each patched condition replaces
+/// the one of its type, the others stay. (A JSON merge patch, `merge`,
+/// replaces the whole list instead.)
+fn strategic_status(node: &mut Value, patch: &Value) {
+    let mut rest = patch.clone();
+    let conds = rest["status"]
+        .as_object_mut()
+        .and_then(|s| s.remove("conditions"))
+        .and_then(|c| c.as_array().cloned())
+        .unwrap_or_default();
+    merge(node, &rest);
+    let list = node["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut list: Vec<Value> = list
+        .into_iter()
+        .filter(|c| !conds.iter().any(|p| p["type"] == c["type"]))
+        .collect();
+    list.extend(conds);
+    node["status"]["conditions"] = json!(list);
+}
+
 impl State {
     fn route(&mut self, method: &str, path: &str, query: &str, body: Value) -> (u16, Value) {
         let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, seg.as_slice()) {
             ("GET", ["api", "v1", "nodes", n]) => match self.nodes.get(*n) {
                 Some(node) => (200, node.clone()),
+                None => status(404, "NotFound", &format!("nodes \"{n}\" not found")),
+            },
+            ("PATCH-STRATEGIC", ["api", "v1", "nodes", n, "status"]) => {
+                match self.nodes.get_mut(*n) {
+                    Some(node) => {
+                        strategic_status(node, &body);
+                        (200, node.clone())
+                    }
+                    None => status(404, "NotFound", &format!("nodes \"{n}\" not found")),
+                }
+            }
+            ("PATCH", ["api", "v1", "nodes", n, "status"]) => match self.nodes.get_mut(*n) {
+                Some(node) => {
+                    merge(node, &body);
+                    (200, node.clone())
+                }
                 None => status(404, "NotFound", &format!("nodes \"{n}\" not found")),
             },
             ("PATCH", ["api", "v1", "nodes", n]) => match self.nodes.get_mut(*n) {
@@ -212,6 +252,8 @@ async fn handle(
         let mut s = st.lock().expect("fake state lock");
         if !client_cert && auth != Some(format!("Bearer {}", s.token)) {
             status(401, "Unauthorized", "Unauthorized")
+        } else if method == "PATCH" && ctype == "application/strategic-merge-patch+json" {
+            s.route("PATCH-STRATEGIC", &path, &query, body)
         } else if method == "PATCH" && ctype != "application/merge-patch+json" {
             status(415, "UnsupportedMediaType", &ctype)
         } else {
@@ -483,6 +525,14 @@ async fn drain_evicts_workloads_and_skips_daemonset_mirror_and_finished_pods() {
         "rebooting"
     );
     assert_eq!(evicted, ["default/web-2", "default/web-1"]);
+    let os = node["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "OSUpdate").cloned())
+        .expect("OSUpdate condition before the reboot");
+    assert_eq!(
+        (os["status"].as_str(), os["reason"].as_str()),
+        (Some("True"), Some("RebootPending"))
+    );
     assert_eq!(holder.as_deref(), Some("pi-1"));
     fake.with(|s| {
         assert!(
@@ -491,9 +541,11 @@ async fn drain_evicts_workloads_and_skips_daemonset_mirror_and_finished_pods() {
         )
     });
 
-    after_boot(&kube, &opts("pi-1", 1), &committed())
-        .await
-        .unwrap();
+    let beta = RebootOptions {
+        channel: Some("beta".into()),
+        ..opts("pi-1", 1)
+    };
+    after_boot(&kube, &beta, &committed()).await.unwrap();
     let node = fake.node("pi-1");
     assert_eq!(node["spec"]["unschedulable"], false);
     let ann = &node["metadata"]["annotations"];
@@ -505,6 +557,24 @@ async fn drain_evicts_workloads_and_skips_daemonset_mirror_and_finished_pods() {
         (Some("committed"), Some("1.2.0"))
     );
     assert!(ann.get("ferry.k3os.io/cordoned").is_none());
+    // what kubectl shows: `get nodes -L ferry.k3os.io/version`, `describe node`
+    assert_eq!(node["metadata"]["labels"]["ferry.k3os.io/version"], "1.2.0");
+    assert_eq!(node["metadata"]["labels"]["ferry.k3os.io/channel"], "beta");
+    let conds = node["status"]["conditions"].as_array().unwrap();
+    let os = conds
+        .iter()
+        .find(|c| c["type"] == "OSUpdate")
+        .expect("OSUpdate condition");
+    assert_eq!(
+        (os["status"].as_str(), os["reason"].as_str()),
+        (Some("False"), Some("UpToDate"))
+    );
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True"),
+        "the kubelet's Ready condition was dropped: {conds:?}"
+    );
     fake.with(|s| {
         assert_eq!(s.holder(0), None);
         let reasons: Vec<&str> = s

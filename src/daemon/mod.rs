@@ -192,7 +192,7 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
     info!(booted = %node.eng.booted, state = %node.eng.dev.state, "daemon started");
 
     let cluster = match &cfg.cluster {
-        Some(c) => Some(cluster(c)?),
+        Some(c) => Some(cluster(c, cfg.feed.as_ref().map(|f| f.channel.clone()))?),
         None => None,
     };
     if let State::RebootPending { next } = node.eng.dev.state {
@@ -240,6 +240,7 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
     };
     let window = cfg.feed.as_ref().and_then(|f| f.maintenance_window);
     let mut wake = Wake::default();
+    let mut reported: Option<crate::kube::report::Phase> = None;
     loop {
         shared.live.beat();
         let mut failure: Option<Error> = None;
@@ -297,6 +298,21 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
             }
         }
         publish_status(&mut node, &shared);
+        if let Some((kube, o)) = &cluster {
+            // the phase as kubectl shows it, on every change
+            let (phase, version, message) = phase_of(&node);
+            if reported != Some(phase) {
+                rt.block_on(crate::kube::report::report(
+                    kube,
+                    &o.node,
+                    version.as_deref(),
+                    o.channel.as_deref(),
+                    phase,
+                    &message,
+                ));
+                reported = Some(phase);
+            }
+        }
         if matches!(node.eng.dev.state, State::Installed { .. })
             && cfg.daemon.auto_reboot
             && in_window
@@ -338,6 +354,7 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
 
 fn cluster(
     c: &crate::io::config::ClusterConfig,
+    channel: Option<String>,
 ) -> Result<(crate::kube::Kube, crate::kube::RebootOptions), Error> {
     let kc = match &c.kubeconfig {
         crate::io::config::Kubeconfig::InCluster => crate::kube::kubeconfig::in_cluster()?,
@@ -361,6 +378,7 @@ fn cluster(
     o.concurrency = c.concurrency.max(1);
     o.lease_seconds = c.lease_seconds;
     o.drain_timeout = Duration::from_secs(c.drain_timeout_s);
+    o.channel = channel;
     o.drain = crate::kube::drain::DrainPolicy {
         unmanaged: c.drain_unmanaged,
         emptydir: c.delete_emptydir_data,
@@ -545,6 +563,40 @@ pub(crate) fn gate(
                 return Ok(Some(GateOutcome::RolledBack { reason, reboot }));
             }
         }
+    }
+}
+
+/// The update's phase for the node condition, the running version, a message.
+fn phase_of(node: &Node) -> (crate::kube::report::Phase, Option<String>, String) {
+    use crate::kube::report::Phase;
+    let running = node.eng.dev.slots[node.eng.booted.index()]
+        .release
+        .as_ref()
+        .map(|r| r.version.to_string());
+    match &node.eng.dev.state {
+        State::Installing { release, .. } => (
+            Phase::Installing,
+            running,
+            format!("installing {}", release.version),
+        ),
+        State::Installed { .. } | State::RebootPending { .. } => {
+            (Phase::RebootPending, running, "waiting to reboot".into())
+        }
+        State::Trial { .. } => (
+            Phase::Trial,
+            running,
+            "on trial: health gate running".into(),
+        ),
+        State::Idle => match &node.eng.dev.last {
+            Some(crate::update::machine::Outcome::RolledBack { reason, .. }) => {
+                (Phase::RolledBack, running, format!("rolled back: {reason}"))
+            }
+            _ => (
+                Phase::UpToDate,
+                running.clone(),
+                format!("running {}", running.unwrap_or_default()),
+            ),
+        },
     }
 }
 

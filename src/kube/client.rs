@@ -64,6 +64,22 @@ impl Kube {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Reply, Error> {
+        let ct = if method == "PATCH" {
+            "application/merge-patch+json"
+        } else {
+            "application/json"
+        };
+        self.call_as(method, path, body, ct).await
+    }
+
+    /// [`call`](Self::call) with the body's content type given.
+    pub(crate) async fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        content_type: &str,
+    ) -> Result<Reply, Error> {
         let net = |detail: String| Error::Net {
             what: format!("{method} {path}"),
             detail,
@@ -86,12 +102,7 @@ impl Kube {
         }
         let bytes = match body {
             Some(b) => {
-                let ct = if method == "PATCH" {
-                    "application/merge-patch+json"
-                } else {
-                    "application/json"
-                };
-                headers.push(("content-type", ct.to_string()));
+                headers.push(("content-type", content_type.to_string()));
                 serde_json::to_vec(b).map_err(|e| net(e.to_string()))?
             }
             None => Vec::new(),

@@ -14,6 +14,7 @@ pub(crate) mod client;
 pub mod drain;
 pub mod kubeconfig;
 pub mod lock;
+pub mod report;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -46,6 +47,8 @@ pub struct RebootOptions {
     pub poll: Duration,
     /// What the drain may evict, and which pods block a reboot.
     pub drain: drain::DrainPolicy,
+    /// The feed channel, shown as the node label `ferry.k3os.io/channel`.
+    pub channel: Option<String>,
     /// How long each reboot Lease was seen unchanged (kept across rounds).
     pub observer: std::sync::Arc<std::sync::Mutex<lock::Observer>>,
     /// The monotonic origin for the observer.
@@ -66,6 +69,7 @@ impl RebootOptions {
             ready_timeout: Duration::from_secs(600),
             poll: Duration::from_secs(5),
             drain: drain::DrainPolicy::default(),
+            channel: None,
             observer: Default::default(),
             started: Instant::now(),
             wall: SystemTime::now,
@@ -170,6 +174,15 @@ async fn reboot_in_span(
         )
         .await?;
         drain::annotate(kube, &o.node, "rebooting", None).await?;
+        report::report(
+            kube,
+            &o.node,
+            None,
+            o.channel.as_deref(),
+            report::Phase::RebootPending,
+            "drained; rebooting into the updated slot",
+        )
+        .await;
         drain::event(
             kube,
             &o.node,
@@ -233,6 +246,22 @@ async fn after_boot_in_span(
     };
     drain::uncordon(kube, &o.node).await?;
     drain::annotate(kube, &o.node, status, Some(version)).await?;
+    let (phase, message) = match outcome {
+        BootOutcome::Committed { .. } => (report::Phase::UpToDate, format!("running {version}")),
+        BootOutcome::RolledBack { .. } => (
+            report::Phase::RolledBack,
+            format!("the update was rolled back; running {version}"),
+        ),
+    };
+    report::report(
+        kube,
+        &o.node,
+        Some(version),
+        o.channel.as_deref(),
+        phase,
+        &message,
+    )
+    .await;
     drain::event(
         kube,
         &o.node,

@@ -1054,3 +1054,68 @@ async fn the_daemon_does_not_reboot_while_another_node_holds_the_lock() {
     fake.with(|s| assert_ne!(s.nodes["edge-1"]["spec"]["unschedulable"], true));
     tokio::task::block_in_place(move || drop(feed));
 }
+
+/// Push from the cluster: `kubectl label node edge-1 ferry.k3os.io/channel=beta`
+/// moves the node to the beta channel within a poll (still only what beta's
+/// signed feed lists); a label that is not a channel name is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_label_moves_the_node_to_another_channel() {
+    let fake = Fake::start().await;
+    fake.add_node("edge-1");
+    let (dev, feed) = tokio::task::block_in_place(|| cluster_device(&fake, "edge-1"));
+    let beta = dev.bundle("1.2.0", 5, "beta.ferry", &[]);
+    let o = common::ferry(&[
+        "feed",
+        "publish",
+        "--feed",
+        common::s(feed.root.path()),
+        "--channel",
+        "beta",
+        "--bundle",
+        common::s(&beta),
+        "--key",
+        common::s(&dev.path("dev.key")),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // not a channel name: ignored, the configured channel (stable) is polled
+    fake.with(|s| {
+        s.nodes.get_mut("edge-1").unwrap()["metadata"]["labels"] =
+            json!({"ferry.k3os.io/channel": "../beta"})
+    });
+    let cfg = std::fs::read_to_string(&dev.config).unwrap();
+    // no reboots here: the test looks at what is installed
+    std::fs::write(
+        &dev.config,
+        cfg.replace("[daemon]\n", "[daemon]\nauto_reboot = false\n"),
+    )
+    .unwrap();
+    let o = tokio::task::block_in_place(|| dev.run(&["daemon", "--once"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let st = tokio::task::block_in_place(|| dev.status());
+    assert_eq!(st["slots"]["b"]["version"], "1.1.0", "{st}");
+    // the operator's label: beta's 1.2.0 within the next poll
+    tokio::task::block_in_place(|| {
+        assert_eq!(dev.run(&["rollback"]).code, 0);
+    });
+    fake.with(|s| {
+        s.nodes.get_mut("edge-1").unwrap()["metadata"]["labels"] =
+            json!({"ferry.k3os.io/channel": "beta"})
+    });
+    let o = tokio::task::block_in_place(|| dev.run(&["daemon", "--once"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let st = tokio::task::block_in_place(|| dev.status());
+    assert_eq!(st["slots"]["b"]["version"], "1.2.0", "{st}\n{}", o.stderr);
+    assert!(tokio::task::block_in_place(
+        || dev.holds("rootfs_b", "rootfs-5")
+    ));
+    fake.with(|s| {
+        let n = &s.nodes["edge-1"];
+        assert_eq!(n["metadata"]["labels"]["ferry.k3os.io/channel"], "beta");
+        let os = n["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "OSUpdate").cloned())
+            .expect("OSUpdate condition");
+        assert_eq!(os["reason"], "RebootPending", "{os}");
+    });
+    tokio::task::block_in_place(move || drop(feed));
+}

@@ -191,10 +191,15 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
     }
     info!(booted = %node.eng.booted, state = %node.eng.dev.state, "daemon started");
 
-    let cluster = match &cfg.cluster {
+    let mut cluster = match &cfg.cluster {
         Some(c) => Some(cluster(c, cfg.feed.as_ref().map(|f| f.channel.clone()))?),
         None => None,
     };
+    // the channel an operator set on the node wins over the configured one
+    // from the start: nothing ferry reports may overwrite it
+    if let (Some((kube, o)), Some(fc)) = (cluster.as_mut(), &cfg.feed) {
+        o.channel = Some(follow_channel(fc, kube, &o.node, &rt).channel);
+    }
     if let State::RebootPending { next } = node.eng.dev.state {
         // a rollback (or a stray boot) whose reboot never happened: nothing
         // else is allowed until the committed slot runs again
@@ -291,7 +296,17 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         {
             if let (Some(fc), Some(f)) = (&cfg.feed, &fetcher) {
                 shared.set_phase("polling");
-                if let Err(e) = poll_once(&mut node, f, fc, &keyring) {
+                // an operator may move the node to another channel with a
+                // label; still only what that channel's signed feed lists
+                let fc = match cluster.as_mut() {
+                    Some((kube, o)) => {
+                        let eff = follow_channel(fc, kube, &o.node, &rt);
+                        o.channel = Some(eff.channel.clone());
+                        eff
+                    }
+                    None => fc.clone(),
+                };
+                if let Err(e) = poll_once(&mut node, f, &fc, &keyring) {
                     error!(error = %e, "update check failed");
                     failure = Some(e);
                 }
@@ -562,6 +577,44 @@ pub(crate) fn gate(
                 let reboot = crate::io::install::wants_reboot(&acts);
                 return Ok(Some(GateOutcome::RolledBack { reason, reboot }));
             }
+        }
+    }
+}
+
+/// The feed to poll: the configured one, or the channel an operator set
+/// with the node label `ferry.k3os.io/channel` (the configured index URL
+/// must name its channel as a path segment, as `ferry feed publish` lays
+/// feeds out). Unreadable labels keep the configured channel.
+fn follow_channel(
+    fc: &FeedConfig,
+    kube: &crate::kube::Kube,
+    node: &str,
+    rt: &tokio::runtime::Runtime,
+) -> FeedConfig {
+    let want = match rt.block_on(kube.get(&format!("/api/v1/nodes/{node}"))) {
+        Ok(n) => n["metadata"]["labels"][crate::kube::report::CHANNEL_LABEL]
+            .as_str()
+            .map(String::from),
+        Err(e) => {
+            warn!(error = %e, "cannot read the node's labels; keeping the configured channel");
+            None
+        }
+    };
+    let Some(want) = want.filter(|w| *w != fc.channel) else {
+        return fc.clone();
+    };
+    match crate::feed::channel_url(&fc.url, &fc.channel, &want) {
+        Some(url) => {
+            info!(channel = %want, "following the channel set on the node");
+            FeedConfig {
+                url,
+                channel: want,
+                ..fc.clone()
+            }
+        }
+        None => {
+            warn!(channel = %want, "the node's channel label cannot be followed (not a channel name, or the feed URL does not name its channel as a path segment)");
+            fc.clone()
         }
     }
 }

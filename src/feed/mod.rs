@@ -207,6 +207,38 @@ pub(crate) fn pick<'a>(
 }
 
 /// Resolve a release URL against the index URL (absolute URLs pass through).
+/// A channel name an operator may set on a node: `[a-z0-9-]`, 1..=63.
+pub(crate) fn channel_ok(c: &str) -> bool {
+    !c.is_empty()
+        && c.len() <= 63
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The index URL of channel `to`, from the configured index URL of channel
+/// `from`, whose path names it as a segment (`.../stable/index.json`, as
+/// `ferry feed publish` lays a feed out). `None` when the URL does not.
+pub(crate) fn channel_url(url: &str, from: &str, to: &str) -> Option<String> {
+    if !channel_ok(to) {
+        return None;
+    }
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let (dir, file) = base.rsplit_once('/')?;
+    let (parent, seg) = dir.rsplit_once('/')?;
+    if seg != from || parent.ends_with('/') || !parent.contains("://") {
+        return None;
+    }
+    let mut out = format!("{parent}/{to}/{file}");
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Some(out)
+}
+
 pub(crate) fn resolve(index_url: &str, rel: &str) -> String {
     if rel.contains("://") {
         return rel.to_string();
@@ -316,5 +348,23 @@ mod tests {
             resolve("https://h/x/index.json", "https://cdn/b.ferry"),
             "https://cdn/b.ferry"
         );
+    }
+
+    #[test]
+    fn an_operator_moves_a_node_to_another_channel() {
+        let u = "https://feed.example/fleet/stable/index.json?token=x";
+        assert_eq!(
+            channel_url(u, "stable", "beta").as_deref(),
+            Some("https://feed.example/fleet/beta/index.json?token=x")
+        );
+        assert_eq!(
+            channel_url(u, "edge", "beta"),
+            None,
+            "the URL does not name the channel"
+        );
+        assert_eq!(channel_url(u, "stable", "../x"), None);
+        assert_eq!(channel_url(u, "stable", "Beta"), None);
+        assert_eq!(channel_url(u, "stable", ""), None);
+        assert_eq!(channel_url("https://h/stable", "stable", "beta"), None);
     }
 }

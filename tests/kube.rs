@@ -94,6 +94,20 @@ impl State {
     fn route(&mut self, method: &str, path: &str, query: &str, body: Value) -> (u16, Value) {
         let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, seg.as_slice()) {
+            ("GET", ["api", "v1", "nodes"]) => (
+                200,
+                json!({"kind": "NodeList", "items": self.nodes.values().cloned().collect::<Vec<_>>()}),
+            ),
+            ("GET", ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases"]) => {
+                let prefix = format!("{ns}/");
+                let items: Vec<Value> = self
+                    .leases
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                (200, json!({"kind": "LeaseList", "items": items}))
+            }
             ("GET", ["api", "v1", "nodes", n]) => match self.nodes.get(*n) {
                 Some(node) => (200, node.clone()),
                 None => status(404, "NotFound", &format!("nodes \"{n}\" not found")),
@@ -1118,4 +1132,52 @@ async fn a_node_label_moves_the_node_to_another_channel() {
         assert_eq!(os["reason"], "RebootPending", "{os}");
     });
     tokio::task::block_in_place(move || drop(feed));
+}
+
+/// `ferry fleet status`: one row per node, from the API (labels, the
+/// OSUpdate condition, the status annotation, Ready, the lease holders).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_status_shows_versions_phases_and_the_lock() {
+    let fake = Fake::start().await;
+    fake.add_node("pi-1");
+    fake.add_node("pi-2");
+    let kube = fake.kube();
+    let o = RebootOptions {
+        channel: Some("stable".into()),
+        ..opts("pi-2", 1)
+    };
+    after_boot(&kube, &o, &committed()).await.unwrap();
+    coordinate_reboot(&kube, &opts("pi-1", 1), || Ok(()))
+        .await
+        .unwrap();
+    let cfg = fake.dir.path().join("k3s.yaml");
+    std::fs::write(&cfg, fake.k3s_yaml(true)).unwrap();
+    let o = tokio::task::block_in_place(|| {
+        common::ferry(&["fleet", "status", "--kubeconfig", common::s(&cfg), "--json"])
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let rows: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(rows[0]["node"], "pi-1");
+    assert_eq!(rows[0]["phase"], "RebootPending");
+    assert_eq!(rows[0]["lease"], "ferry-reboot-0");
+    assert_eq!(rows[0]["cordoned"], true);
+    assert_eq!(rows[1]["node"], "pi-2");
+    assert_eq!(rows[1]["version"], "1.2.0");
+    assert_eq!(rows[1]["channel"], "stable");
+    assert_eq!(rows[1]["phase"], "UpToDate");
+    assert_eq!(rows[1]["last"], "committed");
+    assert_eq!(rows[1]["lease"], Value::Null);
+    let o = tokio::task::block_in_place(|| {
+        common::ferry(&["fleet", "status", "--kubeconfig", common::s(&cfg)])
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert!(lines[0].starts_with("NODE"), "{}", o.stdout);
+    assert!(
+        lines[1].starts_with("pi-1")
+            && lines[1].contains("RebootPending")
+            && lines[1].contains("ferry-reboot-0"),
+        "{}",
+        o.stdout
+    );
 }

@@ -103,6 +103,10 @@ enum Cmd {
     #[cfg(feature = "host")]
     #[command(subcommand)]
     Feed(FeedCmd),
+    /// The cluster's nodes as ferry sees them (through the Kubernetes API).
+    #[cfg(feature = "host")]
+    #[command(subcommand)]
+    Fleet(FleetCmd),
     /// Personalise an image or card before first boot (one, or a CSV batch).
     #[cfg(feature = "host")]
     Provision {
@@ -260,6 +264,23 @@ enum BundleCmd {
     /// Show the manifest (unverified).
     Inspect {
         file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(feature = "host")]
+#[derive(Subcommand, Debug)]
+enum FleetCmd {
+    /// One row per node: version, channel, update phase, last result,
+    /// Ready, reboot lock held.
+    Status {
+        /// kubeconfig of the cluster (any kubectl writes; no exec plugins).
+        #[arg(long, env = "KUBECONFIG", default_value = "/etc/rancher/k3s/k3s.yaml")]
+        kubeconfig: PathBuf,
+        /// Where the reboot Leases live.
+        #[arg(long, default_value = "kube-system")]
+        namespace: String,
         #[arg(long)]
         json: bool,
     },
@@ -500,6 +521,30 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
         )
         .map(|_| 0),
         Cmd::Ctl { cmd, url } => slots::ctl(&cli.config, &cmd, url).map(|_| 0),
+        #[cfg(feature = "host")]
+        Cmd::Fleet(FleetCmd::Status {
+            kubeconfig,
+            namespace,
+            json,
+        }) => {
+            let kc = crate::kube::kubeconfig::load(&kubeconfig)?;
+            let kube = crate::kube::Kube::new(&kc)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::io("start runtime", "tokio", e))?;
+            let rows = rt.block_on(crate::kube::fleet::status(&kube, &namespace))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows)
+                        .map_err(|e| Error::Internal(e.to_string()))?
+                );
+            } else {
+                print!("{}", crate::kube::fleet::table(&rows));
+            }
+            Ok(0)
+        }
         #[cfg(feature = "host")]
         Cmd::Feed(FeedCmd::Publish {
             feed,

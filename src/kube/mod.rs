@@ -12,6 +12,8 @@
 
 pub(crate) mod client;
 pub mod drain;
+#[cfg(feature = "host")]
+pub mod fleet;
 pub mod kubeconfig;
 pub mod lock;
 pub mod report;

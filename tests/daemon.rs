@@ -18,6 +18,16 @@ fn published_1_1_0() -> (Device, Feed, std::path::PathBuf) {
     (dev, f, b)
 }
 
+/// Where each request for `path` started (its Range, 0 without one).
+fn range_starts(f: &Feed, path: &str) -> Vec<u64> {
+    f.server
+        .requests()
+        .into_iter()
+        .filter(|(p, _)| p == path)
+        .map(|(_, r)| r)
+        .collect()
+}
+
 fn bundle_path(_f: &Feed, version: &str) -> String {
     format!("/stable/bundles/qemu-aarch64-virt-{version}.ferry")
 }
@@ -112,13 +122,7 @@ fn slow_retrieval_and_a_server_that_ignores_range() {
         "{}",
         o.stderr
     );
-    let reqs: Vec<u64> = f
-        .server
-        .requests()
-        .into_iter()
-        .filter(|(p, _)| *p == path)
-        .map(|(_, r)| r)
-        .collect();
+    let reqs = range_starts(&f, &path);
     assert_eq!(reqs.len(), 2, "{reqs:?}");
     assert!(reqs[1] > 0, "{reqs:?}");
     assert_eq!(dev.status()["state"], "installed");
@@ -213,13 +217,7 @@ fn network_drop_resumes_with_range() {
     let o = dev.run(&["daemon", "--once"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stderr.contains("will resume"), "{}", o.stderr);
-    let reqs: Vec<u64> = f
-        .server
-        .requests()
-        .into_iter()
-        .filter(|(p, _)| *p == path)
-        .map(|(_, r)| r)
-        .collect();
+    let reqs = range_starts(&f, &path);
     assert_eq!(reqs.len(), 3, "{reqs:?}");
     assert_eq!(reqs[0], 0);
     assert!(
@@ -268,13 +266,7 @@ fn resume_point_advances_every_few_mib() {
     assert_eq!(dev.status()["state"], "installing");
     let o = dev.run(&["daemon", "--once"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    let reqs: Vec<u64> = f
-        .server
-        .requests()
-        .into_iter()
-        .filter(|(p, _)| *p == path)
-        .map(|(_, r)| r)
-        .collect();
+    let reqs = range_starts(&f, &path);
     // the first run's download, then the second run's header and resume
     assert_eq!(reqs.len(), 3, "{reqs:?}");
     // the resume starts past the first 8 MiB (57%) of the rootfs, which is

@@ -38,6 +38,8 @@ struct State {
     events: Vec<Value>,
     evictions: Vec<String>,
     token: String,
+    /// Every request: (method, path).
+    calls: Vec<(String, String)>,
 }
 
 fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
@@ -264,6 +266,7 @@ async fn handle(
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let (code, out) = {
         let mut s = st.lock().expect("fake state lock");
+        s.calls.push((method.clone(), path.clone()));
         if !client_cert && auth != Some(format!("Bearer {}", s.token)) {
             status(401, "Unauthorized", "Unauthorized")
         } else if method == "PATCH" && ctype == "application/strategic-merge-patch+json" {
@@ -1180,4 +1183,91 @@ async fn fleet_status_shows_versions_phases_and_the_lock() {
         "{}",
         o.stdout
     );
+}
+
+/// The RBAC shipped for ferry's host agent (`board/kubernetes/rbac.yaml`)
+/// grants every call the agent makes: a whole update cycle (lock, cordon,
+/// drain, reboot, Ready, uncordon, labels, condition, events, release) runs
+/// against the stand-in API, and each recorded request, mapped to its API
+/// group, resource and verb as the API server authorises it, must be in the
+/// ClusterRole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_rbac_grants_every_call_ferry_makes() {
+    let fake = Fake::start().await;
+    fake.add_node("edge-1");
+    fake.add_pod("edge-1", "web-1", "ReplicaSet", 1, 0);
+    let (dev, feed) = tokio::task::block_in_place(|| cluster_device(&fake, "edge-1"));
+    let o = tokio::task::block_in_place(|| dev.run(&["daemon", "--once"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    dev.boot("b", "boot-2");
+    std::fs::write(dev.path("healthy"), "").unwrap();
+    std::fs::remove_file(dev.path("state/reboot-requested")).unwrap();
+    let o = tokio::task::block_in_place(|| dev.run(&["daemon", "--once"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    tokio::task::block_in_place(move || drop(feed));
+    // the ClusterRole, as (group, resource, verb)
+    let text = std::fs::read_to_string(common::repo().join("board/kubernetes/rbac.yaml")).unwrap();
+    let mut granted = std::collections::BTreeSet::new();
+    for doc in text.split("\n---\n") {
+        let d = ferry::yaml::parse(doc).unwrap();
+        if d["kind"] != "ClusterRole" {
+            continue;
+        }
+        for r in d["rules"].as_array().unwrap() {
+            for g in r["apiGroups"].as_array().unwrap() {
+                for res in r["resources"].as_array().unwrap() {
+                    for v in r["verbs"].as_array().unwrap() {
+                        granted.insert((
+                            g.as_str().unwrap().to_string(),
+                            res.as_str().unwrap().to_string(),
+                            v.as_str().unwrap().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let calls = fake.with(|s| s.calls.clone());
+    assert!(calls.len() > 10, "{calls:?}");
+    let mut needed = std::collections::BTreeSet::new();
+    for (method, path) in &calls {
+        let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let (group, rest) = match seg.as_slice() {
+            ["api", "v1", rest @ ..] => ("", rest),
+            ["apis", g, _v, rest @ ..] => (*g, rest),
+            _ => panic!("unexpected path {path}"),
+        };
+        let rest = match rest {
+            ["namespaces", _, rest @ ..] => rest,
+            r => r,
+        };
+        let (resource, named) = match rest {
+            [res] => (res.to_string(), false),
+            [res, _name] => (res.to_string(), true),
+            [res, _name, sub] => (format!("{res}/{sub}"), true),
+            _ => panic!("unexpected path {path}"),
+        };
+        let verb = match (method.as_str(), named) {
+            ("GET", true) => "get",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", _) => "delete",
+            (m, _) => panic!("unexpected method {m}"),
+        };
+        needed.insert((group.to_string(), resource, verb.to_string()));
+    }
+    let missing: Vec<_> = needed.difference(&granted).collect();
+    assert!(missing.is_empty(), "not granted by rbac.yaml: {missing:?}");
+    for must in [
+        ("", "nodes/status", "patch"),
+        ("", "pods/eviction", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+    ] {
+        assert!(
+            needed.contains(&(must.0.to_string(), must.1.to_string(), must.2.to_string())),
+            "the cycle did not exercise {must:?}"
+        );
+    }
 }

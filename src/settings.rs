@@ -299,7 +299,9 @@ impl NodeConfig {
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
                 .map(String::from),
         );
-        keys.dedup();
+        // each key once, in order (node.toml's first)
+        let mut seen = std::collections::HashSet::new();
+        keys.retain(|k| seen.insert(k.clone()));
         if !keys.is_empty() {
             out.push(Generated {
                 path: "root/.ssh/authorized_keys",
@@ -496,7 +498,8 @@ country = "DE"
     #[test]
     fn renders_every_setting_with_its_mode() {
         let g = node()
-            .render("ssh-ed25519 BBBB extra@example\n# comment\n")
+            // a key given in both places is written once
+            .render("ssh-ed25519 BBBB extra@example\n# comment\nssh-ed25519 AAAA ops@example\n")
             .unwrap();
         assert_eq!(file(&g, "etc/hostname").content, b"edge-01\n");
         let k = file(&g, "etc/rancher/k3s/config.yaml");

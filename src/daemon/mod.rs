@@ -198,7 +198,7 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
     // the channel an operator set on the node wins over the configured one
     // from the start: nothing ferry reports may overwrite it
     if let (Some((kube, o)), Some(fc)) = (cluster.as_mut(), &cfg.feed) {
-        o.channel = Some(follow_channel(fc, kube, &o.node, &rt).channel);
+        o.channel = Some(follow_channel(fc, kube, &o.node, &rt, None).channel);
     }
     if let State::RebootPending { next } = node.eng.dev.state {
         // a rollback (or a stray boot) whose reboot never happened: nothing
@@ -300,7 +300,7 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
                 // label; still only what that channel's signed feed lists
                 let fc = match cluster.as_mut() {
                     Some((kube, o)) => {
-                        let eff = follow_channel(fc, kube, &o.node, &rt);
+                        let eff = follow_channel(fc, kube, &o.node, &rt, o.channel.as_deref());
                         o.channel = Some(eff.channel.clone());
                         eff
                     }
@@ -590,6 +590,7 @@ fn follow_channel(
     kube: &crate::kube::Kube,
     node: &str,
     rt: &tokio::runtime::Runtime,
+    current: Option<&str>,
 ) -> FeedConfig {
     let want = match rt.block_on(kube.get(&format!("/api/v1/nodes/{node}"))) {
         Ok(n) => n["metadata"]["labels"][crate::kube::report::CHANNEL_LABEL]
@@ -605,7 +606,9 @@ fn follow_channel(
     };
     match crate::feed::channel_url(&fc.url, &fc.channel, &want) {
         Some(url) => {
-            info!(channel = %want, "following the channel set on the node");
+            if current != Some(want.as_str()) {
+                info!(channel = %want, "following the channel set on the node");
+            }
             FeedConfig {
                 url,
                 channel: want,

@@ -22,11 +22,7 @@ pub(crate) struct Proxy {
 
 impl Proxy {
     pub(crate) fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        super::url::authority(&self.host, self.port)
     }
 
     /// For logs and errors: never the credentials.

@@ -434,15 +434,36 @@ fn trial_that_never_gets_healthy_rolls_back() {
     assert_eq!(dev.status()["slots"]["b"]["version"], "1.1.1");
 }
 
+/// One plain HTTP/1.1 GET; the whole answer, head and body.
+fn scrape(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn control_socket_is_root_only_and_answers() {
     use std::os::unix::fs::PermissionsExt as _;
     let dev = Device::new();
     let f = feed(&dev);
     // a long poll interval: the daemon sits idle after its first pass
+    // and the Prometheus endpoint on a free port
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = std::fs::read_to_string(&dev.config)
         .unwrap()
-        .replace("poll_interval_s = 1", "poll_interval_s = 3600");
+        .replace("poll_interval_s = 1", "poll_interval_s = 3600")
+        .replace(
+            "[daemon]\n",
+            &format!("[daemon]\nmetrics = \"127.0.0.1:{port}\"\n"),
+        );
+    assert!(cfg.contains("metrics = "), "{cfg}");
     std::fs::write(&dev.config, cfg).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["--config", s(&dev.config), "daemon"])
@@ -492,6 +513,17 @@ fn control_socket_is_root_only_and_answers() {
     assert_eq!(from_socket, dev.status());
     let o = dev.run(&["ctl", "pause"]);
     assert!(o.stdout.contains("\"paused\": true"), "{}", o.stdout);
+    let text = scrape(port, "/metrics");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    for line in [
+        "ferry_info{board=\"qemu-aarch64-virt\",slot=\"a\",version=\"1.0.0\"} 1",
+        "ferry_state{state=\"idle\"} 1",
+        "ferry_paused 1",
+        "ferry_reboots_deferred_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    assert!(scrape(port, "/other").starts_with("HTTP/1.1 404"));
     let o = dev.run(&["ctl", "bogus"]);
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("unknown command"), "{}", o.stderr);

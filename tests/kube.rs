@@ -168,11 +168,15 @@ impl State {
                         if p.refuse != u32::MAX {
                             p.refuse -= 1;
                         }
-                        status(
+                        // as the API server answers: the budget is named in the causes
+                        let (code, mut st) = status(
                             429,
                             "TooManyRequests",
                             "Cannot evict pod as it would violate the pod's disruption budget.",
-                        )
+                        );
+                        st["details"] = json!({"causes": [{"reason": "DisruptionBudget",
+                            "message": format!("The disruption budget {name}-pdb needs 1 healthy pods and has 1 currently")}]});
+                        (code, st)
                     }
                     Some(p) => {
                         p.evicted = true;
@@ -460,6 +464,28 @@ fn opts(node: &str, concurrency: u32) -> RebootOptions {
     }
 }
 
+/// The messages of the `FerryRebootWaiting` Events posted so far.
+fn waiting_events(fake: &Fake) -> Vec<String> {
+    fake.with(|s| {
+        s.events
+            .iter()
+            .filter(|e| e["reason"] == "FerryRebootWaiting")
+            .map(|e| {
+                assert_eq!(e["type"], "Warning");
+                e["message"].as_str().unwrap_or_default().to_string()
+            })
+            .collect()
+    })
+}
+
+/// The node's `OSUpdate` condition.
+fn os_condition(node: &Value) -> Value {
+    node["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "OSUpdate").cloned())
+        .unwrap_or_default()
+}
+
 fn committed() -> BootOutcome {
     BootOutcome::Committed {
         version: "1.2.0".into(),
@@ -599,9 +625,15 @@ async fn drain_evicts_workloads_and_skips_daemonset_mirror_and_finished_pods() {
             .iter()
             .filter_map(|e| e["reason"].as_str())
             .collect();
+        // the budget held the drain up for a while: said once, as it began
         assert_eq!(
             reasons,
-            ["FerryDraining", "FerryRebooting", "FerryCommitted"]
+            [
+                "FerryDraining",
+                "FerryRebootWaiting",
+                "FerryRebooting",
+                "FerryCommitted"
+            ]
         );
         assert_eq!(s.evictions.len(), 2, "pi-2's pod and the skipped ones stay");
     });
@@ -707,7 +739,29 @@ async fn a_budget_that_never_allows_eviction_times_out_and_returns_the_node() {
         e.contains("timed out") && e.contains("default/db-0") && e.contains("PodDisruptionBudget"),
         "{e}"
     );
+    assert!(
+        e.contains("refused by PodDisruptionBudget default/db-0-pdb (The disruption budget db-0-pdb needs 1 healthy pods"),
+        "{e}"
+    );
     assert!(!e.contains("web-1"), "{e}");
+    // reported, not hung: one Event naming the budget however often the
+    // eviction was retried, and the condition says what the node waits on
+    let waiting = waiting_events(&fake);
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(
+        waiting[0].contains("drain waiting to evict pod default/db-0: refused by PodDisruptionBudget default/db-0-pdb")
+            && waiting[0].contains("(since 20"),
+        "{waiting:?}"
+    );
+    fake.with(|s| {
+        assert!(
+            s.calls
+                .iter()
+                .filter(|(m, p)| m == "POST" && p.ends_with("db-0/eviction"))
+                .count()
+                > 2
+        )
+    });
     let node = fake.node("pi-1");
     assert_eq!(node["spec"]["unschedulable"], false);
     assert_eq!(
@@ -912,6 +966,22 @@ async fn a_live_lease_of_another_node_blocks_until_the_lock_timeout() {
         e.contains("no reboot slot free") && e.contains("pi-9"),
         "{e}"
     );
+    let waiting = waiting_events(&fake);
+    assert_eq!(waiting.len(), 1, "one Event for many polls: {waiting:?}");
+    assert!(
+        waiting[0].contains("waiting for a free reboot slot") && waiting[0].contains("pi-9"),
+        "{waiting:?}"
+    );
+    let cond = os_condition(&fake.node("pi-1"));
+    assert_eq!(cond["reason"], "RebootPending", "{cond}");
+    assert_eq!(cond["message"].as_str(), Some(waiting[0].as_str()));
+    // the same wait in the next round: still the same since, no new Event
+    let e2 = coordinate_reboot(&kube, &o, || panic!("must not reboot without the lock"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e2.contains("pi-9"), "{e2}");
+    assert_eq!(waiting_events(&fake).len(), 1);
     fake.with(|s| {
         assert!(s.evictions.is_empty());
         assert_eq!(
@@ -1017,6 +1087,11 @@ async fn the_daemon_reboots_holding_the_lock_drained_then_gives_both_back() {
             vec!["default/web-1".to_string()],
             "drain: only the workload pod"
         );
+        assert!(
+            s.nodes["edge-1"]["metadata"]["annotations"]["ferry.k3os.io/reboot-required"]
+                .is_string(),
+            "a pending reboot is announced"
+        );
     });
     // the trial boot passes health: uncordoned, lock released, annotated
     dev.boot("b", "boot-2");
@@ -1037,6 +1112,11 @@ async fn the_daemon_reboots_holding_the_lock_drained_then_gives_both_back() {
         assert_eq!(
             s.nodes["edge-1"]["metadata"]["annotations"]["ferry.k3os.io/version"],
             "1.1.0"
+        );
+        assert_eq!(
+            s.nodes["edge-1"]["metadata"]["annotations"].get("ferry.k3os.io/reboot-required"),
+            None,
+            "the reboot is done"
         );
     });
     // the feed server owns a runtime: drop it where blocking is allowed
@@ -1270,4 +1350,144 @@ async fn the_shipped_rbac_grants_every_call_ferry_makes() {
             "the cycle did not exercise {must:?}"
         );
     }
+}
+
+/// A Prometheus stand-in: `GET /api/v1/alerts` answers the JSON in `alerts`
+/// (as Prometheus does: `{"status": "success", "data": {"alerts": [...]}}`).
+async fn prometheus(alerts: Arc<Mutex<Value>>) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            let alerts = alerts.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = c.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let (code, body) = if head.starts_with("GET /api/v1/alerts ") {
+                    ("200 OK", alerts.lock().unwrap().to_string())
+                } else {
+                    ("404 Not Found", "{}".to_string())
+                };
+                let r = format!("HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = c.write_all(r.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// kured's blocking alerts: a firing alert (not ignored) defers the reboot
+/// before a slot is taken, and so does a Prometheus that cannot be asked;
+/// once only ignored alerts fire, the reboot goes ahead.
+#[tokio::test]
+async fn firing_alerts_defer_the_reboot_before_a_slot_is_taken() {
+    let fake = Fake::start().await;
+    fake.add_node("pi-1");
+    let alert = |name: &str, state: &str| json!({"labels": {"alertname": name, "severity": "critical"}, "state": state});
+    let alerts = Arc::new(Mutex::new(json!({"status": "success", "data": {"alerts": [
+        alert("Watchdog", "firing"), alert("EtcdNoLeader", "firing"), alert("KubeJobFailed", "pending")]}})));
+    let port = prometheus(alerts.clone()).await;
+    let kube = fake.kube();
+    let gate = ferry::kube::alerts::AlertGate {
+        url: format!("http://127.0.0.1:{port}"),
+        ignore: vec!["Watchdog".into()],
+        ca: vec![],
+    };
+    let o = RebootOptions {
+        alerts: Some(gate.clone()),
+        ..opts("pi-1", 1)
+    };
+    let e = coordinate_reboot(&kube, &o, || panic!("must not reboot while an alert fires"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Prometheus alerts firing: EtcdNoLeader"), "{e}");
+    assert!(
+        !e.contains("Watchdog") && !e.contains("KubeJobFailed"),
+        "{e}"
+    );
+    fake.with(|s| {
+        assert_eq!(s.holder(0), None, "no slot taken while blocked");
+        assert!(s.leases.is_empty());
+        assert_ne!(s.nodes["pi-1"]["spec"]["unschedulable"], true);
+    });
+    let waiting = waiting_events(&fake);
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(waiting[0].contains("EtcdNoLeader"), "{waiting:?}");
+    // a Prometheus that cannot be asked does not let the reboot through
+    let down = RebootOptions {
+        alerts: Some(ferry::kube::alerts::AlertGate {
+            url: "http://127.0.0.1:1".into(),
+            ..gate
+        }),
+        ..opts("pi-1", 1)
+    };
+    let e = coordinate_reboot(&kube, &down, || panic!("must not reboot blind"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot tell which alerts fire") && e.contains("127.0.0.1:1"),
+        "{e}"
+    );
+    // the alert resolves: only the ignored heartbeat fires, the reboot happens
+    *alerts.lock().unwrap() =
+        json!({"status": "success", "data": {"alerts": [alert("Watchdog", "firing")]}});
+    let mut rebooted = false;
+    coordinate_reboot(&kube, &o, || {
+        rebooted = true;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert!(rebooted);
+    fake.with(|s| assert_eq!(s.holder(0).as_deref(), Some("pi-1")));
+}
+
+/// `kubectl label node edge-1 ferry.k3os.io/target-version=1.1.0` pins the
+/// node to that release although the feed has a newer one; a pin the feed
+/// does not list installs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_version_label_pins_the_release_the_feed_lists() {
+    let fake = Fake::start().await;
+    fake.add_node("edge-1");
+    let (dev, feed) = tokio::task::block_in_place(|| cluster_device(&fake, "edge-1"));
+    let newer = dev.bundle("1.2.0", 5, "v3.ferry", &[]);
+    tokio::task::block_in_place(|| common::publish(&dev, &feed, &newer, &[]));
+    let cfg = std::fs::read_to_string(&dev.config).unwrap();
+    std::fs::write(
+        &dev.config,
+        cfg.replace("[daemon]\n", "[daemon]\nauto_reboot = false\n"),
+    )
+    .unwrap();
+    let label = |v: &str| {
+        fake.with(|s| {
+            s.nodes.get_mut("edge-1").unwrap()["metadata"]["labels"] =
+                json!({"ferry.k3os.io/target-version": v})
+        })
+    };
+    label("1.9.0");
+    let o = tokio::task::block_in_place(|| dev.run(&["daemon", "--once"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let st = tokio::task::block_in_place(|| dev.status());
+    assert_eq!(st["state"], "idle", "a pin the feed does not list: {st}");
+    assert_eq!(st["slots"]["b"]["version"], Value::Null, "{st}");
+    label("1.1.0");
+    let o = tokio::task::block_in_place(|| dev.run(&["daemon", "--once"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let st = tokio::task::block_in_place(|| dev.status());
+    assert_eq!(st["slots"]["b"]["version"], "1.1.0", "{st}");
+    assert!(tokio::task::block_in_place(
+        || dev.holds("rootfs_b", "rootfs-2")
+    ));
+    // waiting for its reboot: the node says so in an annotation (kured's
+    // "reboot required")
+    let n = fake.node("edge-1");
+    assert!(
+        n["metadata"]["annotations"]["ferry.k3os.io/reboot-required"].is_string(),
+        "{n}"
+    );
+    tokio::task::block_in_place(move || drop(feed));
 }

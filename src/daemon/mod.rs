@@ -7,6 +7,7 @@
 
 pub(crate) mod control;
 pub(crate) mod health;
+pub(crate) mod metrics;
 pub(crate) mod ota;
 pub(crate) mod watchdog;
 pub mod window;
@@ -54,6 +55,10 @@ pub(crate) struct Shared {
     /// Signs of life of the main loop, for the watchdogs.
     pub(crate) live: Arc<watchdog::Liveness>,
     next_id: AtomicU64,
+    /// What the update reboot waits on (shared with the cluster options).
+    pub(crate) stuck: Arc<Mutex<crate::kube::report::Stuck>>,
+    /// Update reboots the cluster deferred.
+    pub(crate) deferred: AtomicU64,
     outcomes: Mutex<std::collections::HashMap<u64, InstallOutcome>>,
     done: Condvar,
 }
@@ -189,10 +194,24 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         }
         Err(e) => warn!(error = %e, "control socket unavailable"),
     }
+    if let Some(addr) = &cfg.daemon.metrics {
+        match metrics::bind(metrics::address(addr)?) {
+            Ok(l) => {
+                let s = shared.clone();
+                std::thread::spawn(move || metrics::serve(l, s));
+            }
+            // updates go on without their metrics
+            Err(e) => warn!(error = %e, "metrics endpoint unavailable"),
+        }
+    }
     info!(booted = %node.eng.booted, state = %node.eng.dev.state, "daemon started");
 
     let mut cluster = match &cfg.cluster {
-        Some(c) => Some(cluster(c, cfg.feed.as_ref().map(|f| f.channel.clone()))?),
+        Some(c) => {
+            let (kube, mut o) = cluster(c, cfg.feed.as_ref().map(|f| f.channel.clone()))?;
+            o.stuck = shared.stuck.clone();
+            Some((kube, o))
+        }
         None => None,
     };
     // the channel an operator set on the node wins over the configured one
@@ -340,6 +359,7 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
                     if let Err(e) = r {
                         // drain refused (PDB) or no reboot slot: stay installed, retry next round
                         error!(error = %e, "cluster-coordinated reboot did not happen");
+                        shared.deferred.fetch_add(1, Ordering::Relaxed);
                         if opts.once {
                             return Err(e);
                         }
@@ -399,6 +419,14 @@ fn cluster(
         emptydir: c.delete_emptydir_data,
         blocking: c.blocking_pods.clone(),
     };
+    o.alerts = c
+        .alerts_url
+        .as_ref()
+        .map(|url| crate::kube::alerts::AlertGate {
+            url: url.clone(),
+            ignore: c.alerts_ignore.clone(),
+            ca: c.alerts_ca.clone(),
+        });
     o.lock_timeout = Duration::from_secs(c.lock_timeout_s);
     o.ready_timeout = Duration::from_secs(c.ready_timeout_s);
     Ok((kube, o))
@@ -505,8 +533,14 @@ pub(crate) fn poll_once(
         &node.board.compatible,
         current.as_ref(),
         floor.as_ref(),
+        fc.version.as_ref(),
     ) else {
-        info!(serial = idx.serial, "no newer release");
+        match &fc.version {
+            Some(t) => {
+                info!(serial = idx.serial, target = %t, "the pinned version is not a newer release in this feed")
+            }
+            None => info!(serial = idx.serial, "no newer release"),
+        }
         return Ok(());
     };
     // a release that already failed here (health, boot) is not retried: a
@@ -584,7 +618,8 @@ pub(crate) fn gate(
 /// The feed to poll: the configured one, or the channel an operator set
 /// with the node label `ferry.k3os.io/channel` (the configured index URL
 /// must name its channel as a path segment, as `ferry feed publish` lays
-/// feeds out). Unreadable labels keep the configured channel.
+/// feeds out), pinned to the version in `ferry.k3os.io/target-version` if
+/// the node has one. Unreadable labels keep the configuration.
 fn follow_channel(
     fc: &FeedConfig,
     kube: &crate::kube::Kube,
@@ -592,32 +627,40 @@ fn follow_channel(
     rt: &tokio::runtime::Runtime,
     current: Option<&str>,
 ) -> FeedConfig {
-    let want = match rt.block_on(kube.get(&format!("/api/v1/nodes/{node}"))) {
-        Ok(n) => n["metadata"]["labels"][crate::kube::report::CHANNEL_LABEL]
-            .as_str()
-            .map(String::from),
+    use crate::kube::report::{CHANNEL_LABEL, TARGET_LABEL};
+    let labels = match rt.block_on(kube.get(&format!("/api/v1/nodes/{node}"))) {
+        Ok(n) => n["metadata"]["labels"].clone(),
         Err(e) => {
             warn!(error = %e, "cannot read the node's labels; keeping the configured channel");
-            None
+            return fc.clone();
         }
     };
-    let Some(want) = want.filter(|w| *w != fc.channel) else {
-        return fc.clone();
+    let mut out = fc.clone();
+    if let Some(t) = labels[TARGET_LABEL].as_str() {
+        match semver::Version::parse(t) {
+            Ok(v) => out.version = Some(v),
+            Err(e) => {
+                warn!(label = t, error = %e, "the node's target-version label is not a version; ignored")
+            }
+        }
+    }
+    let Some(want) = labels[CHANNEL_LABEL].as_str().filter(|w| *w != fc.channel) else {
+        return out;
     };
-    match crate::feed::channel_url(&fc.url, &fc.channel, &want) {
+    match crate::feed::channel_url(&fc.url, &fc.channel, want) {
         Some(url) => {
-            if current != Some(want.as_str()) {
+            if current != Some(want) {
                 info!(channel = %want, "following the channel set on the node");
             }
             FeedConfig {
                 url,
-                channel: want,
-                ..fc.clone()
+                channel: want.to_string(),
+                ..out
             }
         }
         None => {
             warn!(channel = %want, "the node's channel label cannot be followed (not a channel name, or the feed URL does not name its channel as a path segment)");
-            fc.clone()
+            out
         }
     }
 }

@@ -192,15 +192,21 @@ pub fn verify(
 }
 
 /// The newest release for `board` newer than `current` and not below `floor`.
+///
+/// With a `target` (an operator pinned a version), only that version is
+/// eligible, and only under the same rules: listed in this signed index,
+/// newer than what runs, not below the rollback floor.
 pub(crate) fn pick<'a>(
     idx: &'a Index,
     board: &str,
     current: Option<&semver::Version>,
     floor: Option<&semver::Version>,
+    target: Option<&semver::Version>,
 ) -> Option<&'a FeedRelease> {
     idx.releases
         .iter()
         .filter(|r| r.board == board)
+        .filter(|r| target.is_none_or(|t| &r.version == t))
         .filter(|r| current.is_none_or(|c| &r.version > c))
         .filter(|r| floor.is_none_or(|f| &r.version >= f))
         .max_by(|a, b| a.version.cmp(&b.version))
@@ -332,14 +338,23 @@ mod tests {
         let i = index(1, 10);
         let v = |s: &str| semver::Version::parse(s).unwrap();
         assert_eq!(
-            pick(&i, "qemu-aarch64-virt", Some(&v("1.0.0")), None)
+            pick(&i, "qemu-aarch64-virt", Some(&v("1.0.0")), None, None)
                 .unwrap()
                 .version,
             v("1.2.0")
         );
-        assert!(pick(&i, "qemu-aarch64-virt", Some(&v("1.2.0")), None).is_none());
-        assert!(pick(&i, "raspberry-pi-4", None, None).is_none());
-        assert!(pick(&i, "qemu-aarch64-virt", None, Some(&v("2.0.0"))).is_none());
+        assert!(pick(&i, "qemu-aarch64-virt", Some(&v("1.2.0")), None, None).is_none());
+        assert!(pick(&i, "raspberry-pi-4", None, None, None).is_none());
+        assert!(pick(&i, "qemu-aarch64-virt", None, Some(&v("2.0.0")), None).is_none());
+        // a pinned version: exactly it, and still never a downgrade
+        let on = |cur: &str, t: &str| {
+            pick(&i, "qemu-aarch64-virt", Some(&v(cur)), None, Some(&v(t)))
+                .map(|r| r.version.clone())
+        };
+        assert_eq!(on("1.0.0", "1.1.0"), Some(v("1.1.0")));
+        assert_eq!(on("1.1.0", "1.1.0"), None, "already there");
+        assert_eq!(on("1.2.0", "1.1.0"), None, "a pin is no downgrade");
+        assert_eq!(on("1.0.0", "1.9.0"), None, "not in the feed");
         assert_eq!(
             resolve("https://h/feed/stable/index.json", "bundles/a.ferry"),
             "https://h/feed/stable/bundles/a.ferry"

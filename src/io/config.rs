@@ -89,6 +89,21 @@ pub struct ClusterConfig {
     /// the reboot until it is gone.
     #[serde(default)]
     pub blocking_pods: Vec<String>,
+    /// Prometheus base URL: a firing alert (not ignored) defers the reboot,
+    /// and so does a Prometheus that cannot be asked.
+    #[serde(default)]
+    pub alerts_url: Option<String>,
+    /// Alert names that never defer a reboot.
+    #[serde(default = "default_alerts_ignore")]
+    pub alerts_ignore: Vec<String>,
+    /// CA files for an https `alerts_url`.
+    #[serde(default)]
+    pub alerts_ca: Vec<PathBuf>,
+}
+
+/// kube-prometheus' always-firing heartbeat and its inhibitor helper.
+fn default_alerts_ignore() -> Vec<String> {
+    vec!["Watchdog".into(), "InfoInhibitor".into()]
 }
 
 /// Where the cluster credentials come from, parsed with the config: a
@@ -164,6 +179,11 @@ pub struct FeedConfig {
     /// a dying link; it is resumed later). 0: off.
     #[serde(default = "default_min_rate")]
     pub min_rate_bps: u64,
+    /// Install exactly this version once the channel's signed index lists
+    /// it (never a downgrade); default: the newest. The node label
+    /// `ferry.k3os.io/target-version` overrides it.
+    #[serde(default)]
+    pub version: Option<semver::Version>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +202,9 @@ pub struct DaemonConfig {
     /// loop showed a sign of life within this many seconds.
     #[serde(default = "default_stall")]
     pub stall_s: u64,
+    /// Serve Prometheus metrics on this `ADDRESS:PORT` (off by default).
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 fn default_reboot_deadline() -> u64 {
@@ -199,6 +222,7 @@ impl Default for DaemonConfig {
             watchdog: None,
             auto_reboot: true,
             stall_s: default_stall(),
+            metrics: None,
         }
     }
 }

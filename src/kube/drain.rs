@@ -160,6 +160,26 @@ pub(crate) struct DrainOptions {
     /// First retry delay; doubles up to 8x.
     pub poll: Duration,
     pub policy: DrainPolicy,
+    /// What the drain waits on, for the node's Events and condition.
+    pub stuck: std::sync::Arc<std::sync::Mutex<super::report::Stuck>>,
+}
+
+/// The PodDisruptionBudget named in an eviction's 429, as the API server
+/// gives it: `details.causes[]` of reason `DisruptionBudget`, message "The
+/// disruption budget NAME needs N healthy pods and has M currently".
+pub(crate) fn budget_of(status: &Value) -> Option<(String, String)> {
+    let causes = status["details"]["causes"].as_array()?;
+    causes
+        .iter()
+        .filter(|c| c["reason"] == "DisruptionBudget")
+        .find_map(|c| {
+            let m = c["message"].as_str()?;
+            let name = m
+                .strip_prefix("The disruption budget ")?
+                .split(' ')
+                .next()?;
+            Some((name.to_string(), m.to_string()))
+        })
 }
 
 pub(crate) async fn node_ready(kube: &Kube, node: &str) -> Result<bool, Error> {
@@ -304,7 +324,23 @@ pub(crate) async fn drain(kube: &Kube, node: &str, opts: &DrainOptions) -> Resul
             match r.status {
                 404 => {}
                 429 => {
-                    last_refusal = r.message().to_string();
+                    let pod_name = names(std::slice::from_ref(&pod));
+                    let (key, cause) = match budget_of(&r.body) {
+                        Some((pdb, why)) => (
+                            format!("pdb:{}/{pdb}", pod.namespace),
+                            format!("PodDisruptionBudget {}/{pdb} ({why})", pod.namespace),
+                        ),
+                        None => (
+                            format!("evict:{pod_name}"),
+                            format!("a PodDisruptionBudget ({})", r.message()),
+                        ),
+                    };
+                    if blocked.is_empty() {
+                        let message =
+                            format!("drain waiting to evict pod {pod_name}: refused by {cause}");
+                        super::report::stuck(kube, node, &opts.stuck, &key, &message).await;
+                    }
+                    last_refusal = cause;
                     blocked.push(pod);
                 }
                 _ if r.ok() => evicted.push(pod),
@@ -317,7 +353,7 @@ pub(crate) async fn drain(kube: &Kube, node: &str, opts: &DrainOptions) -> Resul
         }
         if !pause(backoff.pause(None), deadline).await {
             return Err(Error::Cluster(format!(
-                "drain of node {node} timed out after {:?}: eviction of {} refused by a PodDisruptionBudget ({last_refusal})",
+                "drain of node {node} timed out after {:?}: eviction of {} refused by {last_refusal}",
                 opts.timeout,
                 names(&pending)
             )));
@@ -387,6 +423,17 @@ mod tests {
         };
         assert_eq!(classify_with(&bare, &all), PodAction::Evict);
         assert_eq!(classify_with(&scratch, &all), PodAction::Evict);
+    }
+
+    #[test]
+    fn the_budget_is_read_from_the_status_causes() {
+        let s = json!({"kind": "Status", "code": 429, "details": {"causes": [
+            {"reason": "Other", "message": "x"},
+            {"reason": "DisruptionBudget", "message": "The disruption budget db-pdb needs 2 healthy pods and has 2 currently"}]}});
+        let (name, why) = budget_of(&s).unwrap();
+        assert_eq!(name, "db-pdb");
+        assert!(why.ends_with("has 2 currently"));
+        assert_eq!(budget_of(&json!({"kind": "Status", "code": 429})), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! (lease ownership, which pods to evict, readiness) are pure functions in
 //! [`lock`] and [`drain`]; this module only sequences the calls.
 
+pub mod alerts;
 pub(crate) mod client;
 pub mod drain;
 #[cfg(feature = "host")]
@@ -57,6 +58,10 @@ pub struct RebootOptions {
     pub started: Instant,
     /// The wall clock written into Leases (a test may skew it).
     pub wall: fn() -> SystemTime,
+    /// What the reboot waits on, and since when (kept across rounds).
+    pub stuck: std::sync::Arc<std::sync::Mutex<report::Stuck>>,
+    /// Prometheus alerts that defer the reboot.
+    pub alerts: Option<alerts::AlertGate>,
 }
 
 impl RebootOptions {
@@ -75,6 +80,8 @@ impl RebootOptions {
             observer: Default::default(),
             started: Instant::now(),
             wall: SystemTime::now,
+            stuck: Default::default(),
+            alerts: None,
         }
     }
 }
@@ -104,11 +111,24 @@ async fn acquire(kube: &Kube, o: &RebootOptions) -> Result<u32, Error> {
         match lock::try_acquire(kube, o).await? {
             Acquire::Got(slot) => return Ok(slot),
             Acquire::Busy(holders) => {
+                let who: Vec<&str> = holders.iter().map(|(h, _)| h.as_str()).collect();
+                let held: Vec<String> = holders
+                    .iter()
+                    .map(|(h, left)| format!("{h}, for up to another {left} s"))
+                    .collect();
+                report::stuck(
+                    kube,
+                    &o.node,
+                    &o.stuck,
+                    &format!("slot:{}", who.join(",")),
+                    &format!(
+                        "waiting for a free reboot slot in namespace {} (held by {})",
+                        o.namespace,
+                        held.join(", ")
+                    ),
+                )
+                .await;
                 if !pause(backoff.pause(None), deadline).await {
-                    let held: Vec<String> = holders
-                        .iter()
-                        .map(|(h, left)| format!("{h}, for up to another {left} s"))
-                        .collect();
                     return Err(Error::Cluster(format!(
                         "no reboot slot free in namespace {} after {:?} (held by {})",
                         o.namespace,
@@ -146,12 +166,34 @@ async fn reboot_in_span(
             o.lease_seconds, o.drain_timeout
         )));
     }
+    if let Some(gate) = &o.alerts {
+        // asked before a slot is taken: a blocked node holds nobody up
+        let why = match alerts::check(gate).await {
+            Ok(f) if f.is_empty() => None,
+            Ok(f) => Some((
+                format!("alerts:{}", f.join(",")),
+                format!(
+                    "reboot deferred: Prometheus alerts firing: {}",
+                    f.join(", ")
+                ),
+            )),
+            Err(e) => Some((
+                "alerts:unknown".to_string(),
+                format!("reboot deferred: cannot tell which alerts fire ({e})"),
+            )),
+        };
+        if let Some((key, message)) = why {
+            report::stuck(kube, &o.node, &o.stuck, &key, &message).await;
+            return Err(Error::Cluster(message));
+        }
+    }
     let slot = acquire(kube, o).await?;
     tracing::info!(slot, "reboot slot acquired");
     let drain_opts = DrainOptions {
         policy: o.drain.clone(),
         timeout: o.drain_timeout,
         poll: o.poll,
+        stuck: o.stuck.clone(),
     };
     let prepared = async {
         drain::annotate(kube, &o.node, "draining", None).await?;
@@ -165,6 +207,9 @@ async fn reboot_in_span(
         .await;
         drain::cordon(kube, &o.node).await?;
         drain::drain(kube, &o.node, &drain_opts).await?;
+        if let Ok(mut s) = o.stuck.lock() {
+            s.clear();
+        }
         // The drain may have taken a while: the full lease now covers the reboot.
         lock::renew(
             kube,

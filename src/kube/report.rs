@@ -15,7 +15,45 @@ use super::lock::{micro_time, since_epoch};
 
 pub const VERSION_LABEL: &str = "ferry.k3os.io/version";
 pub const CHANNEL_LABEL: &str = "ferry.k3os.io/channel";
+/// Set by an operator: install exactly this version (the feed must list it).
+pub const TARGET_LABEL: &str = "ferry.k3os.io/target-version";
 pub const CONDITION: &str = "OSUpdate";
+/// Node annotation while an installed update waits for its reboot (kured's
+/// "reboot required"): the phase's message; removed once the node is back.
+pub const REBOOT_REQUIRED: &str = "ferry.k3os.io/reboot-required";
+
+/// What keeps a node's update reboot waiting (a busy reboot slot, a
+/// PodDisruptionBudget, a firing alert), and since when. Kept across the
+/// daemon's retry rounds, so the Event says how long it has waited and a
+/// reason is posted once per change, not once per poll.
+#[derive(Debug, Default)]
+pub struct Stuck {
+    current: Option<(String, SystemTime)>,
+}
+
+impl Stuck {
+    /// The node now waits on `why` (at `now`): since when, and whether the
+    /// reason is new (then it is worth an Event).
+    pub(crate) fn on(&mut self, why: &str, now: SystemTime) -> (SystemTime, bool) {
+        match &self.current {
+            Some((w, since)) if w == why => (*since, false),
+            _ => {
+                self.current = Some((why.to_string(), now));
+                (now, true)
+            }
+        }
+    }
+    /// Nothing blocks any more.
+    pub(crate) fn clear(&mut self) {
+        self.current = None;
+    }
+    /// How long the node has been waiting on its current reason.
+    pub(crate) fn waiting(&self, now: SystemTime) -> Option<(&str, std::time::Duration)> {
+        self.current
+            .as_ref()
+            .map(|(w, s)| (w.as_str(), now.duration_since(*s).unwrap_or_default()))
+    }
+}
 
 /// The update's phase, as the `OSUpdate` condition's reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,13 +136,14 @@ pub(crate) async fn report(
         labels.insert(CHANNEL_LABEL.into(), json!(label_value(c)));
     }
     let path = format!("/api/v1/nodes/{node}");
-    if !labels.is_empty() {
-        if let Err(e) = kube
-            .patch(&path, &json!({"metadata": {"labels": labels}}))
-            .await
-        {
-            tracing::warn!(node, error = %e, "could not label the node");
-        }
+    // present only while an installed update waits for its reboot
+    let required = match phase {
+        Phase::RebootPending => json!(message),
+        _ => Value::Null,
+    };
+    let meta = json!({"metadata": {"labels": labels, "annotations": {REBOOT_REQUIRED: required}}});
+    if let Err(e) = kube.patch(&path, &meta).await {
+        tracing::warn!(node, error = %e, "could not label the node");
     }
     let now = micro_time(since_epoch(SystemTime::now()));
     let status = format!("{path}/status");
@@ -126,9 +165,56 @@ pub(crate) async fn report(
     }
 }
 
+/// Report that the reboot waits on `why` (a stable key) with `message`:
+/// the condition's message always, an Event when the reason is new.
+pub(crate) async fn stuck(
+    kube: &Kube,
+    node: &str,
+    tracker: &std::sync::Mutex<Stuck>,
+    why: &str,
+    message: &str,
+) {
+    let now = SystemTime::now();
+    let Ok((since, new)) = tracker.lock().map(|mut t| t.on(why, now)) else {
+        return;
+    };
+    let since = micro_time(since_epoch(since));
+    let text = format!("{message} (since {since})");
+    report(kube, node, None, None, Phase::RebootPending, &text).await;
+    if new {
+        tracing::warn!(node, reason = why, "{text}");
+        super::drain::event(kube, node, "FerryRebootWaiting", &text, true).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stuck_reason_is_new_once_and_keeps_its_start() {
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let later = t0 + std::time::Duration::from_secs(60);
+        let mut s = Stuck::default();
+        assert_eq!(s.waiting(t0), None);
+        assert_eq!(s.on("pdb db", t0), (t0, true));
+        assert_eq!(
+            s.on("pdb db", later),
+            (t0, false),
+            "same reason: same start"
+        );
+        assert_eq!(
+            s.waiting(later),
+            Some(("pdb db", std::time::Duration::from_secs(60)))
+        );
+        assert_eq!(s.on("slot pi-9", later), (later, true), "a new reason");
+        s.clear();
+        assert_eq!(
+            s.on("slot pi-9", later),
+            (later, true),
+            "new again after a clear"
+        );
+    }
 
     #[test]
     fn label_values_the_api_accepts() {

@@ -1118,6 +1118,28 @@ async fn the_daemon_reboots_holding_the_lock_drained_then_gives_both_back() {
             None,
             "the reboot is done"
         );
+        // an Event for every transition, in order, as `kubectl get events` lists them
+        let reasons: Vec<&str> = s
+            .events
+            .iter()
+            .filter_map(|e| e["reason"].as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "FerryInstalled",
+                "FerryDraining",
+                "FerryRebootWaiting",
+                "FerryRebooting",
+                "FerryTrial",
+                "FerryCommitted"
+            ],
+            "{:#?}",
+            s.events
+        );
+        assert!(s.events[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("installed 1.1.0 into slot b")));
     });
     // the feed server owns a runtime: drop it where blocking is allowed
     tokio::task::block_in_place(move || drop(feed));

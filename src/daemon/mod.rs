@@ -230,6 +230,10 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
     }
     if matches!(node.eng.dev.state, State::Trial { .. }) {
         shared.set_phase("health");
+        if let Some((kube, o)) = &cluster {
+            let (phase, version, message) = phase_of(&node);
+            rt.block_on(announce(kube, o, phase, version.as_deref(), &message));
+        }
         let kube = cluster
             .as_ref()
             .filter(|_| cfg.cluster.as_ref().is_some_and(|c| c.readyz))
@@ -336,14 +340,7 @@ pub(crate) fn run(cfg: Config, opts: Options) -> Result<(), Error> {
             // the phase as kubectl shows it, on every change
             let (phase, version, message) = phase_of(&node);
             if reported != Some(phase) {
-                rt.block_on(crate::kube::report::report(
-                    kube,
-                    &o.node,
-                    version.as_deref(),
-                    o.channel.as_deref(),
-                    phase,
-                    &message,
-                ));
+                rt.block_on(announce(kube, o, phase, version.as_deref(), &message));
                 reported = Some(phase);
             }
         }
@@ -665,6 +662,27 @@ fn follow_channel(
     }
 }
 
+/// The node's condition and labels for `phase`, and an Event for the
+/// transitions no other step announces (committed, rolled back, draining and
+/// rebooting have their own, from `kube`).
+async fn announce(
+    kube: &crate::kube::Kube,
+    o: &crate::kube::RebootOptions,
+    phase: crate::kube::report::Phase,
+    version: Option<&str>,
+    message: &str,
+) {
+    use crate::kube::report::Phase;
+    crate::kube::report::report(kube, &o.node, version, o.channel.as_deref(), phase, message).await;
+    let reason = match phase {
+        Phase::Installing => "FerryInstalling",
+        Phase::RebootPending => "FerryInstalled",
+        Phase::Trial => "FerryTrial",
+        Phase::RolledBack | Phase::UpToDate => return,
+    };
+    crate::kube::drain::event(kube, &o.node, reason, message, false).await;
+}
+
 /// The update's phase for the node condition, the running version, a message.
 fn phase_of(node: &Node) -> (crate::kube::report::Phase, Option<String>, String) {
     use crate::kube::report::Phase;
@@ -678,13 +696,23 @@ fn phase_of(node: &Node) -> (crate::kube::report::Phase, Option<String>, String)
             running,
             format!("installing {}", release.version),
         ),
-        State::Installed { .. } | State::RebootPending { .. } => {
-            (Phase::RebootPending, running, "waiting to reboot".into())
-        }
-        State::Trial { .. } => (
+        State::Installed { slot, release } => (
+            Phase::RebootPending,
+            running,
+            format!(
+                "installed {} into slot {slot}; waiting to reboot",
+                release.version
+            ),
+        ),
+        State::RebootPending { next } => (
+            Phase::RebootPending,
+            running,
+            format!("waiting to reboot into slot {next}"),
+        ),
+        State::Trial { release, .. } => (
             Phase::Trial,
             running,
-            "on trial: health gate running".into(),
+            format!("on trial: {} must pass the health gate", release.version),
         ),
         State::Idle => match &node.eng.dev.last {
             Some(crate::update::machine::Outcome::RolledBack { reason, .. }) => {

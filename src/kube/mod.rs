@@ -291,6 +291,14 @@ async fn after_boot_in_span(
         BootOutcome::Committed { version } => ("committed", version, "FerryCommitted", false),
         BootOutcome::RolledBack { version } => ("rolled-back", version, "FerryRolledBack", true),
     };
+    // an Event only when an update ended here: not for a node ferry never
+    // rebooted, nor for a daemon restart with nothing new to say
+    let ann =
+        kube.get(&format!("/api/v1/nodes/{}", o.node)).await?["metadata"]["annotations"].clone();
+    let news = ann[drain::STATUS].as_str().is_some_and(|s| s != status)
+        || ann[drain::VERSION]
+            .as_str()
+            .is_some_and(|v| v != version.as_str());
     drain::uncordon(kube, &o.node).await?;
     drain::annotate(kube, &o.node, status, Some(version)).await?;
     let (phase, message) = match outcome {
@@ -309,13 +317,15 @@ async fn after_boot_in_span(
         &message,
     )
     .await;
-    drain::event(
-        kube,
-        &o.node,
-        reason,
-        &format!("ferry: update {status}, running {version}"),
-        warning,
-    )
-    .await;
+    if news {
+        drain::event(
+            kube,
+            &o.node,
+            reason,
+            &format!("ferry: update {status}, running {version}"),
+            warning,
+        )
+        .await;
+    }
     lock::release(kube, &o.namespace, &o.node, o.concurrency).await
 }

@@ -27,6 +27,19 @@ use crate::update::policy::SlotLayout;
 /// advances; 8 MiB keeps the record writes to ~128 per GiB.
 pub(crate) const RESUME_BYTES: u64 = 8 << 20;
 
+/// The smallest window near a payload's end.
+const TAIL_BYTES: u64 = 1 << 20;
+
+/// Whether to sync and hand a window to the read-back now, with `since`
+/// bytes written since the last sync and `left` still to write in this
+/// payload. Windows are `RESUME_BYTES`, and shrink (halving, down to
+/// `TAIL_BYTES`) once the rest of the payload is no larger than the window
+/// so far: what is read back after the payload's last write, when nothing
+/// overlaps it any more, is one small window, not a whole one.
+pub(crate) fn window_due(since: u64, left: u64) -> bool {
+    since >= RESUME_BYTES || (left > 0 && since >= TAIL_BYTES && since >= left)
+}
+
 /// Reads synced ranges of one payload back from the device, in order, hashing.
 struct ReadBack {
     tx: std::sync::mpsc::SyncSender<(u64, u64)>,
@@ -99,6 +112,8 @@ pub(crate) struct SlotSink<'a> {
     /// Payload bytes handed to the read-back so far, and written so far.
     verified_to: u64,
     written_to: u64,
+    /// The current payload's installed size.
+    size: u64,
 }
 
 impl<'a> SlotSink<'a> {
@@ -118,6 +133,7 @@ impl<'a> SlotSink<'a> {
             staging: Vec::new(),
             verified_to: 0,
             written_to: 0,
+            size: 0,
         }
     }
 }
@@ -141,6 +157,7 @@ impl PayloadSink for SlotSink<'_> {
         self.readback = Some(ReadBack::start(self.disk, e.offset()));
         self.verified_to = 0;
         self.written_to = 0;
+        self.size = p.installed_size;
         info!(payload = %p.name, partition = %part.name, resumed_at, "writing payload");
         Ok(())
     }
@@ -187,7 +204,7 @@ impl PayloadSink for SlotSink<'_> {
             p(data.len() as u64);
         }
         self.since_sync += data.len() as u64;
-        if self.since_sync >= RESUME_BYTES {
+        if window_due(self.since_sync, self.size.saturating_sub(self.written_to)) {
             self.since_sync = 0;
             self.disk.sync()?;
             if let Some(r) = &self.readback {
@@ -495,4 +512,52 @@ pub(crate) fn install(
 /// Whether the actions ask for a reboot.
 pub(crate) fn wants_reboot(actions: &[Action]) -> bool {
     actions.contains(&Action::Reboot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The windows a payload of `size` written in `chunk`-byte chunks is
+    /// synced and read back in; the last one is read after the last write.
+    fn windows(size: u64, chunk: u64) -> Vec<u64> {
+        let (mut out, mut since, mut written) = (Vec::new(), 0, 0);
+        while written < size {
+            let n = chunk.min(size - written);
+            written += n;
+            since += n;
+            if window_due(since, size - written) {
+                out.push(since);
+                since = 0;
+            }
+        }
+        if since > 0 {
+            out.push(since);
+        }
+        out
+    }
+
+    #[test]
+    fn windows_cover_the_payload_and_the_tail_is_small() {
+        for chunk in [64 << 10, 256 << 10, 1 << 20, 4 << 20] {
+            for size in (1..=160u64).map(|k| k * (256 << 10) + 4096) {
+                let w = windows(size, chunk);
+                assert_eq!(w.iter().sum::<u64>(), size, "{size} {chunk}");
+                assert!(w.iter().all(|&x| x < RESUME_BYTES + chunk), "{w:?}");
+                let last = *w.last().unwrap();
+                assert!(
+                    last <= TAIL_BYTES.max(chunk),
+                    "size {size} chunk {chunk}: {w:?}"
+                );
+                // shrinking costs few extra syncs: at most a halving series
+                let full = size.div_ceil(RESUME_BYTES);
+                assert!(w.len() as u64 <= full + 4, "{size} {chunk}: {w:?}");
+            }
+        }
+        // 20 MiB: halving once the rest is no larger than the window so far
+        assert_eq!(
+            windows(20 << 20, 1 << 20),
+            [8 << 20, 6 << 20, 3 << 20, 2 << 20, 1 << 20]
+        );
+    }
 }

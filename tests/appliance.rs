@@ -21,13 +21,15 @@ fn files(sub: &str) -> Vec<std::path::PathBuf> {
     v
 }
 
-/// The ferry command lines in a unit or script.
+/// The ferry command lines in a unit or script: every `/usr/bin/ferry ...`
+/// up to the end of its shell command (`;`, a quote, a pipe), comments aside.
 fn ferry_commands(text: &str) -> Vec<Vec<String>> {
     text.lines()
-        .filter_map(|l| {
-            let l = l.trim().trim_start_matches("ExecStart=");
-            l.strip_prefix("/usr/bin/ferry ")
-                .map(|rest| rest.split_whitespace().map(String::from).collect())
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split("/usr/bin/ferry ").skip(1))
+        .map(|rest| {
+            let end = rest.find([';', '\'', '"', '|', '&']).unwrap_or(rest.len());
+            rest[..end].split_whitespace().map(String::from).collect()
         })
         .collect()
 }
@@ -63,7 +65,8 @@ fn systemd_units_verify_and_run_valid_commands() {
         assert!(daemon.contains(want), "{want}");
     }
     let cmds = ferry_commands(&all);
-    assert_eq!(cmds.len(), 3, "{cmds:?}");
+    assert_eq!(cmds.len(), 4, "{cmds:?}");
+    assert!(cmds.iter().any(|c| c[0] == "grow-data"), "{cmds:?}");
     for c in cmds {
         let mut a: Vec<&str> = c.iter().map(String::as_str).collect();
         a.push("--help");

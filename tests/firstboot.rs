@@ -188,3 +188,53 @@ fn k3os_config_migrates_and_applies() {
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("config.yaml"), "{}", o.stderr);
 }
+
+/// `ferry grow-data` on a card bigger than the image: the data partition
+/// (the last) grows to the end in whole MiB, nothing else moves, a second
+/// run changes nothing, and the backup table at the new end is the same
+/// table: with the primary damaged (a cut mid-write), ferry reads the
+/// backup, as firmware and the kernel do.
+#[test]
+fn grow_data_fills_the_card_once_and_the_backup_table_agrees() {
+    use ferry::io::disk::Disk;
+    let dev = Device::new();
+    let img = dev.path("disk.img");
+    let before = Disk::open(&img, false).unwrap();
+    let old: Vec<_> = [
+        "boot", "kernel_a", "rootfs_a", "k3s_a", "kernel_b", "rootfs_b", "k3s_b", "data",
+    ]
+    .iter()
+    .map(|n| before.partition(n).unwrap().clone())
+    .collect();
+    let len0 = std::fs::metadata(&img).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.set_len(len0 + (64 << 20) + 4096).unwrap();
+    drop(f);
+    let o = dev.run(&["grow-data", "--table-only"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("(table rewritten)"), "{}", o.stdout);
+    let after = Disk::open(&img, false).unwrap();
+    for p in &old[..7] {
+        assert_eq!(after.partition(&p.name).unwrap(), p, "{} moved", p.name);
+    }
+    let data = after.partition("data").unwrap().clone();
+    assert_eq!(data.first_lba, old[7].first_lba);
+    let last_usable = (len0 + (64 << 20) + 4096) / 512 - 1 - 33;
+    assert_eq!(data.len() % (1 << 20), 0, "whole MiB");
+    assert!(
+        data.last_lba <= last_usable && data.last_lba + 2048 > last_usable,
+        "up to the backup table: {data:?}, last usable {last_usable}"
+    );
+    assert!(data.len() >= old[7].len() + (64 << 20));
+    // again: nothing to do
+    let o = dev.run(&["grow-data", "--table-only"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stdout.contains("rewritten"), "{}", o.stdout);
+    // the primary torn: the backup is read, and it is the grown table
+    let mut bytes = std::fs::read(&img).unwrap();
+    bytes[512 + 100] ^= 0xff;
+    std::fs::write(&img, &bytes).unwrap();
+    let torn = Disk::open(&img, false).unwrap();
+    assert_eq!(torn.partition("data").unwrap(), &data);
+    assert_eq!(dev.run(&["status", "--json"]).code, 0);
+}

@@ -147,9 +147,62 @@ pub fn parse(primary: &[u8]) -> Result<Vec<Entry>, String> {
     if primary.len() < (first_usable() * SECTOR) as usize {
         return Err("disk too small for a GPT".into());
     }
-    let h = &primary[512..1024];
+    parse_table(&primary[512..1024], &primary[1024..], 2)
+}
+
+/// Parse the backup GPT from the last `reserved_tail()` sectors of a disk
+/// of `disk_sectors` (entries, then the header in the last sector), as
+/// firmware and the kernel do when the primary is damaged.
+pub(crate) fn parse_backup(tail: &[u8], disk_sectors: u64) -> Result<Vec<Entry>, String> {
+    if tail.len() != (reserved_tail() * SECTOR) as usize || disk_sectors <= reserved_tail() {
+        return Err("disk too small for a backup GPT".into());
+    }
+    let (table, h) = tail.split_at(tail.len() - SECTOR as usize);
+    parse_table(h, table, disk_sectors - 1 - ENTRY_SECTORS)
+}
+
+/// The disk GUID of a valid primary area.
+pub(crate) fn disk_guid(primary: &[u8]) -> [u8; 16] {
+    let mut g = [0u8; 16];
+    g.copy_from_slice(&primary[512 + 56..512 + 72]);
+    g
+}
+
+/// The table with partition `name` grown to the end of a disk of
+/// `disk_sectors` (whole MiB, up to the backup table), or `None` when it
+/// already ends within a MiB of there. It must be the last partition on the
+/// disk: nothing else moves. Pure: the caller writes the new table (the
+/// backup first, then the primary).
+pub(crate) fn grown(
+    entries: &[Entry],
+    name: &str,
+    disk_sectors: u64,
+) -> Result<Option<Vec<Entry>>, String> {
+    let i = entries
+        .iter()
+        .position(|e| e.name == name)
+        .ok_or_else(|| format!("no partition named {name:?}"))?;
+    if entries.iter().any(|e| e.last_lba > entries[i].last_lba) {
+        return Err(format!("partition {name:?} is not the last on the disk"));
+    }
+    let last_usable = disk_sectors
+        .checked_sub(1 + reserved_tail())
+        .ok_or("disk too small")?;
+    let first = entries[i].first_lba;
+    const MIB: u64 = 2048;
+    let len = (last_usable + 1).saturating_sub(first) / MIB * MIB;
+    if len <= entries[i].last_lba + 1 - first {
+        return Ok(None);
+    }
+    let mut out = entries.to_vec();
+    out[i].last_lba = first + len - 1;
+    Ok(Some(out))
+}
+
+/// Parse one GPT header and its entry table, which must sit at `entries_lba`.
+fn parse_table(h: &[u8], entries: &[u8], entries_lba: u64) -> Result<Vec<Entry>, String> {
     if &h[0..8] != b"EFI PART" {
-        return Err("no GPT signature at LBA 1".into());
+        return Err("no GPT signature".into());
     }
     let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
     let u64_at = |b: &[u8], o: usize| {
@@ -167,10 +220,14 @@ pub fn parse(primary: &[u8]) -> Result<Vec<Entry>, String> {
         return Err("GPT header CRC mismatch".into());
     }
     let (n, esize) = (u32_at(80) as usize, u32_at(84) as usize);
-    if u64_at(h, 72) != 2 || n > ENTRIES || esize != ENTRY_LEN {
+    if u64_at(h, 72) != entries_lba
+        || n > ENTRIES
+        || esize != ENTRY_LEN
+        || entries.len() < n * esize
+    {
         return Err("unsupported GPT entry layout".into());
     }
-    let table = &primary[1024..1024 + n * esize];
+    let table = &entries[..n * esize];
     if crc32fast::hash(table) != u32_at(88) {
         return Err("GPT entry table CRC mismatch".into());
     }
@@ -234,6 +291,79 @@ mod tests {
         let mut bad = primary.clone();
         bad[1024 + 60] ^= 1;
         assert!(parse(&bad).unwrap_err().contains("CRC"));
+    }
+
+    /// What firmware and the kernel (and `Disk::open`) see: the primary if
+    /// it is valid, else the backup at the disk's end.
+    fn read_table(disk: &[u8]) -> Result<Vec<Entry>, String> {
+        let sectors = disk.len() as u64 / SECTOR;
+        parse(&disk[..(first_usable() * SECTOR) as usize]).or_else(|_| {
+            parse_backup(
+                &disk[((sectors - reserved_tail()) * SECTOR) as usize..],
+                sectors,
+            )
+        })
+    }
+
+    /// Growing the last partition to a bigger disk: idempotent, and a power
+    /// cut at any sector of either table write leaves a table that firmware
+    /// reads, with every other partition unchanged and the grown one either
+    /// its old size or its new one.
+    #[test]
+    fn growing_the_data_partition_survives_a_cut_at_every_sector() {
+        let part = |name: &str, first: u64, last: u64| Entry {
+            name: name.into(),
+            type_guid: TYPE_LINUX,
+            unique_guid: derived_guid(name),
+            first_lba: first,
+            last_lba: last,
+            attributes: 0,
+        };
+        let old = vec![part("boot", 2048, 4095), part("data", 4096, 14335)];
+        let (small, new_sectors) = (16384u64, 65536u64 + 17);
+        let guid = derived_guid("disk");
+        let (p0, b0) = build(&old, small, guid);
+        let mut disk = vec![0u8; (new_sectors * SECTOR) as usize];
+        disk[..p0.len()].copy_from_slice(&p0);
+        let tail0 = ((small - reserved_tail()) * SECTOR) as usize;
+        disk[tail0..tail0 + b0.len()].copy_from_slice(&b0);
+        assert_eq!(read_table(&disk).unwrap(), old);
+
+        let new = grown(&old, "data", new_sectors).unwrap().unwrap();
+        assert_eq!(new[0], old[0]);
+        assert_eq!(new[1].first_lba, 4096);
+        assert_eq!((new[1].last_lba + 1 - 4096) % 2048, 0, "whole MiB");
+        assert!(new[1].last_lba < new_sectors - 1 - reserved_tail());
+        assert!(new[1].last_lba + 2048 >= new_sectors - 1 - reserved_tail());
+        assert_eq!(
+            grown(&new, "data", new_sectors).unwrap(),
+            None,
+            "idempotent"
+        );
+        assert_eq!(grown(&old, "data", small).unwrap(), None, "nothing to grow");
+        assert!(grown(&old, "boot", new_sectors).is_err(), "not the last");
+        assert!(grown(&old, "nope", new_sectors).is_err());
+
+        let (p1, b1) = build(&new, new_sectors, disk_guid(&p0));
+        let tail1 = ((new_sectors - reserved_tail()) * SECTOR) as usize;
+        let writes = [(tail1, &b1), (0, &p1)];
+        for (w, (at, bytes)) in writes.iter().enumerate() {
+            for cut in 0..=bytes.len() / SECTOR as usize {
+                let mut d = disk.clone();
+                for (at2, bytes2) in &writes[..w] {
+                    d[*at2..*at2 + bytes2.len()].copy_from_slice(bytes2);
+                }
+                let n = cut * SECTOR as usize;
+                d[*at..*at + n].copy_from_slice(&bytes[..n]);
+                let t = read_table(&d).unwrap_or_else(|e| panic!("write {w}, cut {cut}: {e}"));
+                assert_eq!(t[0], old[0], "write {w}, cut {cut}");
+                assert!(t[1] == old[1] || t[1] == new[1], "write {w}, cut {cut}");
+            }
+        }
+        let mut d = disk.clone();
+        d[tail1..].copy_from_slice(&b1);
+        d[..p1.len()].copy_from_slice(&p1);
+        assert_eq!(read_table(&d).unwrap(), new);
     }
 
     #[test]

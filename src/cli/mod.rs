@@ -75,6 +75,17 @@ enum Cmd {
         #[arg(long)]
         set_hostname: bool,
     },
+    /// First boot (and every boot): grow the data partition to the end of
+    /// the disk and its ext4 file system (mounted at --mount) with it, online.
+    /// Idempotent; safe against a power cut at any point.
+    GrowData {
+        /// Where the data partition is mounted (its file system is grown too).
+        #[arg(long, default_value = "/data")]
+        mount: PathBuf,
+        /// Only the partition table, not the file system.
+        #[arg(long)]
+        table_only: bool,
+    },
     /// The update daemon: trial gate, feed polling, streaming OTA, reboots.
     Daemon {
         /// One pass and exit.
@@ -479,6 +490,26 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
                     String::new()
                 } else {
                     format!("; {} unchanged", a.unchanged.len())
+                }
+            );
+            Ok(0)
+        }
+        Cmd::GrowData { mount, table_only } => {
+            let cfg = crate::io::config::Config::load(&cli.config)?;
+            let (board, _) = crate::io::boardfile::load(&cfg.board)?;
+            let g =
+                crate::io::grow::grow(&cfg.disk, &board, (!table_only).then_some(mount.as_path()))?;
+            let mib = |b: u64| b >> 20;
+            println!(
+                "grow-data: partition {} is {} MiB{}{}",
+                g.partition,
+                mib(g.bytes),
+                if g.table { " (table rewritten)" } else { "" },
+                match g.fs {
+                    Some((a, b)) =>
+                        format!("; file system grown from {} to {} MiB", mib(a), mib(b)),
+                    None if table_only => String::new(),
+                    None => "; file system already fills it".into(),
                 }
             );
             Ok(0)

@@ -111,10 +111,14 @@ impl Disk {
         let mut primary = vec![0u8; (gpt::first_usable() * gpt::SECTOR) as usize];
         file.read_exact_at(&mut primary, 0)
             .map_err(|e| Error::io("read partition table", path, e))?;
-        let parts = gpt::parse(&primary).map_err(|d| Error::Config {
-            path: path.into(),
-            detail: d,
-        })?;
+        // a damaged primary (a cut while the data partition was grown):
+        // the backup at the disk's end, as firmware and the kernel read it
+        let parts = gpt::parse(&primary)
+            .or_else(|d| read_backup(&file).map_err(|b| format!("{d}; backup: {b}")))
+            .map_err(|d| Error::Config {
+                path: path.into(),
+                detail: d,
+            })?;
         let direct = if writable {
             use std::os::unix::fs::OpenOptionsExt as _;
             File::options()
@@ -132,6 +136,11 @@ impl Disk {
             direct,
             parts,
         })
+    }
+
+    /// The partition table as read (primary, or the backup if the primary is damaged).
+    pub(crate) fn entries(&self) -> &[gpt::Entry] {
+        &self.parts
     }
 
     pub fn partition(&self, name: &str) -> Result<&gpt::Entry, Error> {
@@ -213,6 +222,26 @@ impl Disk {
             .sync_data()
             .map_err(|e| Error::io("sync", &self.path, e))
     }
+}
+
+/// The size in 512-byte sectors of a disk (block device or image file).
+pub(crate) fn sectors(file: &File) -> std::io::Result<u64> {
+    use std::io::Seek as _;
+    let mut f = file;
+    Ok(f.seek(SeekFrom::End(0))? / gpt::SECTOR)
+}
+
+/// The backup GPT's partitions.
+fn read_backup(file: &File) -> Result<Vec<gpt::Entry>, String> {
+    let n = sectors(file).map_err(|e| e.to_string())?;
+    let tail = gpt::reserved_tail();
+    if n <= tail {
+        return Err("disk too small".into());
+    }
+    let mut buf = vec![0u8; (tail * gpt::SECTOR) as usize];
+    file.read_exact_at(&mut buf, (n - tail) * gpt::SECTOR)
+        .map_err(|e| e.to_string())?;
+    gpt::parse_backup(&buf, n)
 }
 
 /// Read/Write/Seek confined to one partition (used by the FAT code). The
@@ -427,7 +456,11 @@ mod tests {
                     got += k;
                 }
                 assert_eq!(got as u64, (n as u64).min(len - at), "step {step}");
-                assert_eq!(&buf[..got], &model[at as usize..at as usize + got], "step {step}");
+                assert_eq!(
+                    &buf[..got],
+                    &model[at as usize..at as usize + got],
+                    "step {step}"
+                );
             }
         }
         // and the file outside the partition was never touched

@@ -11,6 +11,7 @@ pub(crate) mod fault;
 pub mod firstboot;
 #[cfg(feature = "host")]
 pub mod flash;
+pub(crate) mod grow;
 #[cfg(feature = "host")]
 pub(crate) mod image;
 pub mod install;

@@ -15,9 +15,9 @@ HERE=$(dirname "$(realpath "$0")")
 W=${1:-/root/.cache/ferry/qemu}
 K=$W/kernel
 mkdir -p "$W"
-"$HERE/fetch-kernel.sh" /root/.cache/ferry/debs "$K"
-"$HERE/mkinitrd.sh" "$K"
-"$HERE/mkinitrd.sh" "$K" --panic
+"$HERE/../../board/appliance/fetch-kernel.sh" /root/.cache/ferry/debs "$K"
+"$HERE/../../board/appliance/mkinitrd.sh" "$K"
+"$HERE/../../board/appliance/mkinitrd.sh" "$K" --panic
 "$HERE/mkdisk-proto.sh" "$K" "$W/good.img"
 "$HERE/mkdisk-proto.sh" "$K" "$W/badb.img" "$K/initrd-panic.img"
 

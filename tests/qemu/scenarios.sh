@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # scenarios.sh [--only N[,N...]] [--work DIR] [--keep-logs]
-# End-to-end update scenarios of ferry on the QEMU arm64 board (U-Boot + boot.cmd +
-# `ferry image build` disk), driven through the guest's serial console (console.py):
+# End-to-end update scenarios of ferry on the QEMU arm64 board (U-Boot + boot.cmd), on the
+# reference appliance built by board/appliance/build.sh (Debian's kernel, busybox + OpenRC
+# from Debian packages, ferry's OpenRC services), driven through the serial console (console.py).
+# The test adds, through build.sh's --overlay: a test ferry.toml, an OpenRC service that
+# prints the FERRY-TEST lines, and a console prompt; the daemon service is left out of the
+# default runlevel (scenario 7 runs it by hand):
 #   1 first boot      slot A, `ferry check` does nothing, status: a good 1.0.0, idle
 #   2 update          `ferry install /dev/vdb` (v1.1.0 on a 2nd virtio disk), reboot into
 #                     B, health passes, commit; one more reboot stays on B
@@ -59,13 +63,13 @@ TGT=${CARGO_TARGET_DIR:-$ROOT/target}
 HOSTF=$TGT/release/ferry
 DEVF=$TGT/aarch64-unknown-linux-musl/release/ferry
 
-note "kernel, busybox, initrds"
+note "kernel initrds (the good one is build.sh's, the panicking one is the test's)"
 K=$W/kernel
-"$HERE/fetch-kernel.sh" /root/.cache/ferry/debs "$K"
-"$HERE/mkinitrd.sh" "$K"
-"$HERE/mkinitrd.sh" "$K" --panic
+APP=$ROOT/board/appliance
+"$APP/fetch-kernel.sh" /root/.cache/ferry/debs "$K"
+"$APP/mkinitrd.sh" "$K" --panic
 
-note "key, payloads, bundles, base disk"
+note "key, k3s stand-ins, test overlay"
 [[ -f $W/dev.key && -f $W/dev.pub ]] || "$HOSTF" key generate dev --dir "$W"
 B=$W/build
 rm -rf "$B"
@@ -76,16 +80,8 @@ mkext4() { # mkext4 IMG SIZE_MIB LABEL DIR
   mke2fs -q -F -t ext4 -L "$3" -E root_owner=0:0 -d "$4" "$1" "$2M"
 }
 
-# kernel payloads: ext4 with /Image and /initrd.img (what boot.cmd ext4loads)
-for kind in good panic; do
-  d=$B/kernel-$kind
-  mkdir -p "$d"
-  cp "$K/Image" "$d/Image"
-  if [[ $kind == good ]]; then cp "$K/initrd.img" "$d/initrd.img"; else cp "$K/initrd-panic.img" "$d/initrd.img"; fi
-  mkext4 "$B/kernel-$kind.ext4" 40 kernel "$d"
-done
-
-# k3s stand-ins: `server` becomes ready after 2 s (GOOD) or never (BAD); `health` checks it
+# k3s stand-ins: `server|agent` becomes ready after 2 s (GOOD) or never (BAD) and stays up
+# (OpenRC's supervise-daemon runs it); `health` checks it
 for kind in GOOD BAD; do
   d=$B/k3s-$kind
   mkdir -p "$d"
@@ -98,35 +94,17 @@ case \$1 in
     echo "\$*" > /run/k3s-args
     cp /etc/rancher/k3s/config.yaml /run/k3s-config 2>/dev/null
     echo "k3s stand-in ($kind): starting as \$1"
-    if [ $kind = GOOD ]; then sleep 2; touch /run/k3s-ready; echo "k3s stand-in: ready"; fi ;;
+    if [ $kind = GOOD ]; then sleep 2; touch /run/k3s-ready; echo "k3s stand-in: ready"; fi
+    exec sleep 2147483647 ;;
   health) [ -e /run/k3s-ready ] ;;
   *) echo "usage: k3s server|agent|health" >&2; exit 2 ;;
 esac
 EOF
   chmod 0755 "$d/k3s"
-  mkext4 "$B/k3s-$kind.ext4" 2 k3s "$d"
 done
 
-# rootfs: busybox, /sbin/ferry, config, key, /etc/ferry-version, /sbin/init
-APPLETS="sh ash cat echo mount umount sleep touch tr ls mkdir rm cp mv dd sync test [ [[
-  printf poweroff reboot halt grep sed head tail cut wc ps kill dmesg uname stat env true false
-  md5sum sha256sum blockdev df free hexdump date find xargs vi less more ln chmod id hostname ip awk"
-mkrootfs() { # mkrootfs VERSION IMG [FILLER_MIB]
-  local r=$B/rootfs-$1 a
-  mkdir -p "$r"/{bin,sbin,etc/ferry/keys,dev,proc,sys,run,tmp,data,opt/k3s,root}
-  # incompressible filler: makes writing this rootfs slow enough to cut the power meanwhile
-  [[ -z ${3:-} ]] || head -c "$3M" /dev/urandom > "$r/filler"
-  cp "$K/busybox" "$r/bin/busybox"
-  for a in $APPLETS; do ln -sf busybox "$r/bin/$a"; done
-  cp "$DEVF" "$r/sbin/ferry"
-  cp "$W/dev.pub" "$r/etc/ferry/keys/dev.pub"
-  echo "$1" > "$r/etc/ferry-version"
-  # the slot's rootfs is read-only: the /etc bits made from the provisioned
-  # settings are generated at boot under /run/ferry (tmpfs), linked from /etc
-  ln -sfn /run/ferry/etc/rancher "$r/etc/rancher"
-  ln -sfn /run/ferry/etc/ferry/k3s.env "$r/etc/ferry/k3s.env"
-  ln -sfn /run/ferry/etc/hostname "$r/etc/hostname"
-  cat > "$r/etc/ferry/ferry.toml" <<'EOF'
+# the device config of the test images
+cat > "$B/ferry.toml" <<'EOF'
 board = "qemu-aarch64-virt"
 disk = "/dev/vda"
 state_dir = "/data/ferry"
@@ -148,64 +126,69 @@ jitter_s = 0
 [daemon]
 socket = "/run/ferry.sock"
 EOF
-  sed -i "s/FEEDPORT/$FEEDPORT/" "$r/etc/ferry/ferry.toml"
-  # REBOOT_RECORD=1: ferry records reboots instead of doing them (the rollback window)
-  [[ -z ${REBOOT_RECORD:-} ]] || sed -i 's/^keyring = /reboot = "record"\nkeyring = /' "$r/etc/ferry/ferry.toml"
-  cat > "$r/sbin/init" <<'EOF'
+sed -i "s/FEEDPORT/$FEEDPORT/" "$B/ferry.toml"
+# REBOOT_RECORD: ferry records reboots instead of doing them (the rollback window)
+sed 's/^keyring = /reboot = "record"\nkeyring = /' "$B/ferry.toml" > "$B/ferry-record.toml"
+
+# the test overlay: FERRY-TEST lines around the shipped services, and the console prompt
+O=$B/overlay
+mkdir -p "$O/etc/init.d" "$O/etc/local.d" "$O/etc/runlevels/default"
+cat > "$O/etc/profile" <<'EOF'
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root NO_COLOR=1
+export PS1='ferry-test# '
+EOF
+cat > "$O/etc/init.d/ferry-test" <<'EOF'
+#!/sbin/openrc-run
+# ferry QEMU scenarios: which slot and release booted, and what first boot applied,
+# printed after k3s started and before the shipped health gate (ferry-check) runs
+description="ferry QEMU test: boot report"
+depend() { after k3s; before ferry-check; }
+start() {
+	echo 4 > /proc/sys/kernel/printk  # keep kernel info messages off the console lines
+	local slot= arg
+	for arg in $(cat /proc/cmdline); do
+		case $arg in ferry.slot=*) slot=${arg#ferry.slot=} ;; esac
+	done
+	mountinfo -q /data || echo "FERRY-TEST: ERROR: /data is not mounted"
+	mountinfo -q /opt/k3s || echo "FERRY-TEST: ERROR: /opt/k3s is not mounted"
+	if [ -f /data/provision/node.toml ]; then
+		[ -r /etc/ferry/k3s.env ] && . /etc/ferry/k3s.env
+		kc=/etc/rancher/k3s/config.yaml
+		tok=no; grep -q '^token: "qemu-join-token"$' $kc && tok=yes
+		i=0; while [ ! -s /run/k3s-config ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+		echo "FERRY-TEST: k3s started as: $(cat /run/k3s-args 2>/dev/null); its config names node $(sed -n 's/^node-name: //p' /run/k3s-config 2>/dev/null)"
+		echo "FERRY-TEST: provisioned hostname=$(hostname) role=$K3S_ROLE mode=$(stat -c %a /data/provision/node.toml) k3s-config=$(stat -c %a $kc) token=$tok"
+	fi
+	echo "FERRY-TEST: booted slot=$slot version=$(cat /etc/ferry-release)"
+	return 0
+}
+EOF
+chmod 0755 "$O/etc/init.d/ferry-test"
+ln -s /etc/init.d/ferry-test "$O/etc/runlevels/default/ferry-test"
+# after the default runlevel (local.d runs last): the gate's result and the status
+cat > "$O/etc/local.d/test.start" <<'EOF'
 #!/bin/sh
-# ferry QEMU scenario init: mounts, k3s stand-in, `ferry check`, status, console shell.
-export PATH=/sbin:/bin HOME=/root NO_COLOR=1
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-grep -q ' /dev ' /proc/mounts || mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs -o mode=0755 run /run
-mount -t tmpfs tmp /tmp
-echo 4 > /proc/sys/kernel/printk  # keep kernel info messages off the console lines
-slot=
-for arg in $(cat /proc/cmdline); do
-  case $arg in ferry.slot=*) slot=${arg#ferry.slot=} ;; esac
-done
-case $slot in
-  a) k3s=/dev/vda4 ;;
-  b) k3s=/dev/vda7 ;;
-  *) echo "FERRY-TEST: ERROR: no ferry.slot=a|b on the kernel command line"; sleep 1; poweroff -f ;;
-esac
-mount -t ext4 /dev/vda8 /data || echo "FERRY-TEST: ERROR: cannot mount /dev/vda8 on /data"
-# QEMU user networking: a fixed address is enough (no DHCP client needed)
-ip link set lo up
-if ip link set eth0 up 2>/dev/null; then
-  ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
-fi
-mount -t ext4 -o ro "$k3s" /opt/k3s || echo "FERRY-TEST: ERROR: cannot mount $k3s on /opt/k3s"
-# first boot: the settings `ferry provision` wrote into the data partition,
-# applied by ferry before k3s starts (as ferry-firstboot.service does)
-ferry firstboot --provision /data/provision --root /run/ferry --set-hostname
-[ -r /etc/ferry/k3s.env ] && . /etc/ferry/k3s.env
-/opt/k3s/k3s "${K3S_ROLE:-server}" </dev/null &
-if [ -f /data/provision/node.toml ]; then
-  kc=/etc/rancher/k3s/config.yaml
-  tok=no; grep -q '^token: "qemu-join-token"$' $kc && tok=yes
-  sleep 0.5
-  echo "FERRY-TEST: k3s started as: $(cat /run/k3s-args 2>/dev/null); its config names node $(sed -n 's/^node-name: //p' /run/k3s-config 2>/dev/null)"
-  echo "FERRY-TEST: provisioned hostname=$(hostname) role=$K3S_ROLE mode=$(stat -c %a /data/provision/node.toml) k3s-config=$(stat -c %a $kc) token=$tok"
-fi
-echo "FERRY-TEST: booted slot=$slot version=$(cat /etc/ferry-version)"
-ferry check
-echo "FERRY-TEST: check rc=$?"
+export NO_COLOR=1
+echo "FERRY-TEST: check rc=$(cat /run/ferry/check.rc 2>/dev/null || echo none)"
 st=$(ferry status --json 2>/tmp/status.err | tr -d '\n')
 echo "FERRY-TEST: status $st"
 [ -s /tmp/status.err ] && { echo "FERRY-TEST: status stderr:"; cat /tmp/status.err; }
-export PS1="ferry-test# "
-exec /bin/sh
+exit 0
 EOF
-  chmod 0755 "$r/sbin/init"
-  mkext4 "$2" 32 rootfs "$r"
-}
+chmod 0755 "$O/etc/local.d/test.start"
 
-mkbundle() { # mkbundle VERSION KERNEL K3S [ROOTFS_FILLER_MIB]
-  mkrootfs "$1" "$B/rootfs-$1.ext4" "${4:-}"
-  "$HOSTF" -q bundle create --board "$BOARD" --version "$1" --kernel "$B/kernel-$2.ext4" \
-    --rootfs "$B/rootfs-$1.ext4" --k3s "$B/k3s-$3.ext4" --key "$W/dev.key" -o "$W/v$1.ferry"
+mkbundle() { # mkbundle VERSION KERNEL K3S [ROOTFS_FILLER_MIB]: board/appliance/build.sh
+  local o=$B/v$1 args=()
+  mkdir -p "$o/overlay"
+  # incompressible filler: makes writing this rootfs slow enough to cut the power meanwhile
+  [[ -z ${4:-} ]] || head -c "$4M" /dev/urandom > "$o/overlay/filler"
+  [[ $2 == panic ]] && args+=(--initrd "$K/initrd-panic.img")
+  [[ $1 == 1.0.0 ]] || args+=(--no-image)
+  "$APP/build.sh" --version "$1" --k3s "$B/k3s-$3/k3s" --key "$W/dev.key" --out "$o" \
+    --ferry "$DEVF" --host-ferry "$HOSTF" --config "$B/ferry${REBOOT_RECORD:+-record}.toml" \
+    --overlay "$O" --overlay "$o/overlay" --disable ferry "${args[@]}" 2>"$o/build.log" ||
+    { cat "$o/build.log"; exit 1; }
+  cp "$o/$BOARD-$1.ferry" "$W/v$1.ferry"
   # the same bytes as a virtio disk: padded to whole MiB (a block device is longer than the bundle)
   cp "$W/v$1.ferry" "$W/v$1.disk"
   truncate -s $(( ($(stat -c %s "$W/v$1.ferry") + 1048575) / 1048576 ))M "$W/v$1.disk"
@@ -216,7 +199,8 @@ mkbundle 1.2.0 good BAD
 mkbundle 1.3.0 panic GOOD
 REBOOT_RECORD=1 mkbundle 1.4.0 good BAD
 ls -l "$W"/*.ferry
-"$HOSTF" -q image build --board "$BOARD" --bundle "$W/v1.0.0.ferry" --key "$W/dev.pub" -o "$W/base.img"
+# the appliance image build.sh made, as `ferry flash` would write it
+cp --sparse=always "$B/v1.0.0/$BOARD-1.0.0.img" "$W/base.img"
 # personalise the base image as a factory would: the guest must read these settings
 cat > "$W/node.toml" <<'EOF'
 hostname = "edge-qemu-01"
@@ -235,7 +219,7 @@ err() { echo "  FAIL: $*"; ERRS+=("$*"); }
 fresh() { cp --sparse=always "$W/base.img" "$W/$CUR.img"; : > "$LOGS/$CUR.log"; }
 # boot TIMEOUT [--bundle VERSION]: one QEMU process on WORK/$CUR.img doing the steps in S
 boot() {
-  local t=$1 extra=
+  local t=$(( $1 * 8 / 5 )) extra=
   [[ ${2:-} == --bundle ]] && extra=$W/v$3.disk
   printf '\n[scenarios.sh] === QEMU start (%s) ===\n' "$(date +%T)" >> "$LOGS/$CUR.log"
   EXTRA_DISK=$extra QEMU_EXEC=1 python3 "$HERE/console.py" run "$LOGS/$CUR.log" "$t" "${S[@]}" -- \

@@ -29,6 +29,11 @@ pub struct NodeConfig {
     pub wifi: Option<Wifi>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ntp: Vec<String>,
+    /// A kubeconfig for ferry's cluster agent (a host path, like the
+    /// identity files): written to the card as `provision/kubeconfig`
+    /// (0600), which the device's `[cluster] kubeconfig` names. Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -162,6 +167,9 @@ impl NodeConfig {
         }
         if !self.k3s.taints.is_empty() {
             m.insert("k3s.taints".into(), self.k3s.taints.join(","));
+        }
+        if self.kubeconfig.is_some() {
+            m.insert("kubeconfig".into(), "(set)".into());
         }
         if !self.ssh_authorized_keys.is_empty() {
             m.insert(

@@ -496,3 +496,80 @@ fn flash_with_a_bmaptool_block_map() {
     assert!(o.stderr.contains("BmapFileChecksum"), "{}", o.stderr);
     assert!(std::fs::read(&lo.0).unwrap().iter().all(|&b| b == 0x11));
 }
+
+/// The cluster agent's credentials go onto the card with the settings: a
+/// self-contained kubeconfig (the `ferry` ServiceAccount's token) becomes
+/// `provision/kubeconfig`, 0600, byte for byte; one that names files on the
+/// host, or uses an exec plugin, is refused before anything is written.
+#[test]
+fn provision_writes_a_self_contained_kubeconfig_and_refuses_host_paths() {
+    let dev = image();
+    let img = dev.path("disk.img");
+    let kc = "apiVersion: v1\nkind: Config\ncurrent-context: ferry\nclusters:\n- name: k3s\n  cluster:\n    server: https://10.0.0.1:6443\n    certificate-authority-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==\nusers:\n- name: ferry\n  user:\n    token: SECRET-SA-TOKEN\ncontexts:\n- name: ferry\n  context: {cluster: k3s, user: ferry}\n";
+    std::fs::write(dev.path("ferry.kubeconfig"), kc).unwrap();
+    let node = dev.path("node.toml");
+    std::fs::write(
+        &node,
+        format!(
+            "hostname = \"edge-02\"\nkubeconfig = \"{}\"\n",
+            dev.path("ferry.kubeconfig").display()
+        ),
+    )
+    .unwrap();
+    let o = ferry(&["provision", "--image", s(&img), "--config", s(&node)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stdout.contains("SECRET") && !o.stderr.contains("SECRET"));
+    let disk = ferry::io::disk::Disk::open(&img, false).unwrap();
+    let p = disk.partition("data").unwrap().clone();
+    let w = tempfile::tempdir().unwrap();
+    let got = debugfs(
+        &img,
+        p.offset(),
+        p.len(),
+        "cat provision/kubeconfig",
+        w.path(),
+    );
+    assert_eq!(got, kc);
+    let stat = debugfs(
+        &img,
+        p.offset(),
+        p.len(),
+        "stat provision/kubeconfig",
+        w.path(),
+    );
+    assert!(stat.contains("Mode:  0600"), "{stat}");
+    // the host path itself is not in the device's node.toml
+    let toml = debugfs(
+        &img,
+        p.offset(),
+        p.len(),
+        "cat provision/node.toml",
+        w.path(),
+    );
+    assert!(!toml.contains("kubeconfig"), "{toml}");
+    for (bad, why) in [
+        (
+            kc.replace(
+                "certificate-authority-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==",
+                "certificate-authority: /etc/ca.pem",
+            ),
+            "names files on this host",
+        ),
+        (
+            kc.replace(
+                "    token: SECRET-SA-TOKEN\n",
+                "    exec:\n      command: aws\n",
+            ),
+            "exec",
+        ),
+    ] {
+        std::fs::write(dev.path("ferry.kubeconfig"), bad).unwrap();
+        let o = ferry(&["provision", "--image", s(&img), "--config", s(&node)]);
+        assert_ne!(o.code, 0);
+        assert!(
+            o.stderr.contains("ferry.kubeconfig") && o.stderr.contains(why),
+            "{}",
+            o.stderr
+        );
+    }
+}

@@ -20,7 +20,7 @@
 #   --key PUB        a trusted release key for /etc/ferry/keys (repeatable)
 #   --slots "A B"    the block devices of slot A's and slot B's k3s partitions (default: /dev/vda4 /dev/vda7)
 #   --release V      written to /etc/ferry-release
-#   --net "..."      static network "eth0 10.0.2.15/24 10.0.2.2" (default: QEMU's user network)
+#   --net "..."      "eth0 dhcp" (the default) or a static "eth0 10.0.2.15/24 10.0.2.2"
 #   --overlay DIR    copied over the tree last (your files: units, configs, tools); repeatable
 #   --disable SVC    take SVC out of the default runlevel (repeatable)
 # Env: DEB_CACHE (default ~/.cache/ferry/debs), SOURCE_DATE_EPOCH (default 1704067200).
@@ -29,7 +29,7 @@
 set -euo pipefail
 
 HERE=$(dirname "$(realpath "$0")")
-OUT= FERRY= CONFIG= KEYS=() SLOTS="/dev/vda4 /dev/vda7" RELEASE= NET="eth0 10.0.2.15/24 10.0.2.2"
+OUT= FERRY= CONFIG= KEYS=() SLOTS="/dev/vda4 /dev/vda7" RELEASE= NET="eth0 dhcp"
 OVERLAYS=() DISABLE=()
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -186,7 +186,7 @@ printf 'root:*:19000:0:99999:7:::\n' > etc/shadow
 chmod 0640 etc/shadow
 printf '/bin/sh\n' > etc/shells
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > etc/hosts
-printf 'nameserver 10.0.2.3\n' > etc/resolv.conf   # QEMU user net's DNS
+ln -s /run/resolv.conf etc/resolv.conf   # written by the network service (DHCP or static)
 cat > etc/profile <<'EOF'
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PS1='\h# '
@@ -306,22 +306,52 @@ EOF
 
 svc network <<'EOF'
 #!/sbin/openrc-run
-description="Static network (/etc/conf.d/network): lo and one interface with busybox ip."
+description="Network (/etc/conf.d/network): lo and one interface, DHCP (busybox udhcpc) or static."
 depend() { provide net; after localmount; }
 start() {
-	ebegin "Configuring $iface $address via $gateway"
-	ip link set lo up &&
-	ip link set "$iface" up &&
-	ip addr add "$address" dev "$iface" &&
-	ip route add default via "$gateway"
-	eend $?
+	ip link set lo up && ip link set "$iface" up || return 1
+	if [ "$address" = dhcp ]; then
+		ebegin "Configuring $iface by DHCP"
+		# up to ten seconds for a first lease (-t 5 -T 2), then it keeps trying and
+		# renewing in the background (-b)
+		udhcpc -i "$iface" -b -t 5 -T 2 -p "/run/udhcpc.$iface.pid" -s /usr/share/udhcpc/default.script
+		eend $?
+	else
+		ebegin "Configuring $iface $address via $gateway"
+		ip addr add "$address" dev "$iface" &&
+		ip route add default via "$gateway" &&
+		printf 'nameserver %s\n' ${dns:-$gateway} > /run/resolv.conf
+		eend $?
+	fi
 }
 stop() {
 	ebegin "Stopping $iface"
+	[ -f /run/udhcpc.$iface.pid ] && kill "$(cat /run/udhcpc.$iface.pid)" 2>/dev/null
 	ip addr flush dev "$iface"
 	ip link set "$iface" down
 	eend 0
 }
+EOF
+
+# udhcpc's lease script: address, default route and DNS (/etc/resolv.conf -> /run/resolv.conf)
+mkdir -p usr/share/udhcpc
+install -m 0755 /dev/stdin usr/share/udhcpc/default.script <<'EOF'
+#!/bin/sh
+case $1 in
+	deconfig)
+		ip addr flush dev "$interface"
+		ip link set "$interface" up ;;
+	bound|renew)
+		ip addr flush dev "$interface"
+		ip addr add "$ip/${mask:-24}" dev "$interface"
+		if [ -n "$router" ]; then
+			ip route del default dev "$interface" 2>/dev/null
+			for r in $router; do ip route add default via "$r" dev "$interface"; break; done
+		fi
+		{ [ -n "$domain" ] && echo "search $domain"; for d in $dns; do echo "nameserver $d"; done; } > /run/resolv.conf
+		echo "udhcpc: $interface $ip/${mask:-24} via ${router:-none}" > /dev/console ;;
+esac
+exit 0
 EOF
 
 svc local <<'EOF'

@@ -79,6 +79,9 @@ pub(crate) fn provision(
                 0o600,
             )?;
         }
+        if let Some(k) = &cfg.kubeconfig {
+            add("provision/kubeconfig", &device_kubeconfig(k)?, 0o600)?;
+        }
         if let Some((c, k)) = identity_pem(cfg)? {
             add("provision/identity/client.crt", c.as_bytes(), 0o644)?;
             add("provision/identity/client.key", k.as_bytes(), 0o600)?;
@@ -134,10 +137,30 @@ pub(crate) fn provision(
     result
 }
 
+/// A kubeconfig for the card: it must parse as ferry reads kubeconfigs
+/// (exec and auth plugins refused) and be self-contained (`*-data` fields,
+/// an inline token): a path on this host means nothing on the device.
+fn device_kubeconfig(p: &Path) -> Result<Vec<u8>, Error> {
+    let text = std::fs::read_to_string(p).map_err(|e| Error::io("read kubeconfig", p, e))?;
+    let dir = p.parent().unwrap_or(Path::new("."));
+    let kc = crate::kube::kubeconfig::parse(&text, dir).map_err(|d| Error::Config {
+        path: p.into(),
+        detail: d,
+    })?;
+    if !kc.tls.ca.is_empty() || kc.tls.client_cert.is_some() || kc.token_file.is_some() {
+        return Err(Error::Config {
+            path: p.into(),
+            detail: "it names files on this host (certificate-authority, client-certificate or tokenFile): use the *-data fields or an inline token".into(),
+        });
+    }
+    Ok(text.into_bytes())
+}
+
 pub(crate) fn toml_string(cfg: &NodeConfig) -> Result<String, Error> {
     let mut c = cfg.clone();
     // identity source paths are host paths: the device gets the files
     c.identity = None;
+    c.kubeconfig = None;
     let body = toml_ser(&c)?;
     Ok(format!(
         "# written by ferry provision; read by the OS on first boot\n{body}"

@@ -27,7 +27,7 @@ const MAX_BODY: usize = 4 << 20;
 
 /// The names of the firing alerts in a `/api/v1/alerts` reply that are not
 /// ignored, sorted and deduplicated; an error if the reply is not one.
-pub(crate) fn firing(reply: &Value, ignore: &[String]) -> Result<Vec<String>, String> {
+pub fn firing(reply: &Value, ignore: &[String]) -> Result<Vec<String>, String> {
     if reply["status"] != "success" {
         return Err(format!(
             "Prometheus answered status {} ({})",

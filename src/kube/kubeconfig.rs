@@ -120,7 +120,7 @@ fn named<'a, T>(
 /// credentials. Any YAML style kubectl accepts (block, flow, JSON), through
 /// a YAML parser; credential plugins are refused with the reason. Relative
 /// file references resolve against `base_dir`.
-pub(crate) fn parse(text: &str, base_dir: &Path) -> Result<KubeConfig, String> {
+pub fn parse(text: &str, base_dir: &Path) -> Result<KubeConfig, String> {
     let doc = crate::yaml::parse(text)?;
     let f: KubeFile = serde_json::from_value(doc).map_err(|e| format!("not a kubeconfig: {e}"))?;
     let (cluster_name, user_name) = match f.current_context.as_deref().filter(|c| !c.is_empty()) {

@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 secs=${FUZZ_SECONDS:-45}
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$HOME/.cache/ferry/fuzz-target}
 export RUSTC_BOOTSTRAP=1
-targets=(bundle_header bundle_stream feed_index uboot_env grub_env config)
+targets=(bundle_header bundle_stream feed_index uboot_env grub_env config kubeconfig)
 cargo fuzz build --fuzz-dir .
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -6,7 +6,9 @@
 # The test adds, through build.sh's --overlay: a test ferry.toml, an OpenRC service that
 # prints the FERRY-TEST lines, and a console prompt; the daemon service is left out of the
 # default runlevel (scenario 7 runs it by hand):
-#   1 first boot      slot A, `ferry check` does nothing, status: a good 1.0.0, idle
+#   1 first boot      slot A on a card 64 MiB bigger than the image: the data partition and its
+#                     ext4 grow (once: a second boot does nothing), firstboot applies node.toml,
+#                     `ferry check` does nothing, status: a good 1.0.0, idle
 #   2 update          `ferry install /dev/vdb` (v1.1.0 on a 2nd virtio disk), reboot into
 #                     B, health passes, commit; one more reboot stays on B
 #   3 bad k3s         v1.2.0: health never passes, `ferry check` marks B bad, reboots to A
@@ -159,6 +161,7 @@ start() {
 		echo "FERRY-TEST: k3s started as: $(cat /run/k3s-args 2>/dev/null); its config names node $(sed -n 's/^node-name: //p' /run/k3s-config 2>/dev/null)"
 		echo "FERRY-TEST: provisioned hostname=$(hostname) role=$K3S_ROLE mode=$(stat -c %a /data/provision/node.toml) k3s-config=$(stat -c %a $kc) token=$tok"
 	fi
+	echo "FERRY-TEST: data size=$(df -m /data | awk 'NR == 2 { print $2 }') MiB"
 	echo "FERRY-TEST: booted slot=$slot version=$(cat /etc/ferry-release)"
 	return 0
 }
@@ -283,16 +286,25 @@ at_shell() { S+=("expect:^FERRY-TEST: status " "expect:$PROMPT" "send:$1"); }
 OFF='sync; poweroff -f'
 
 # ---------------------------------------------------------------- scenarios
-s1() { # first boot
+s1() { # first boot on a card 64 MiB bigger than the image: data grown once; a second boot
   fresh
-  at_shell "$OFF"; S+=(exit); boot 90
-  seen 1 'FERRY-TEST: booted slot=a version=1\.0\.0'
-  seen 1 'FERRY-TEST: check rc=0'
-  seen 1 'FERRY-TEST: provisioned hostname=edge-qemu-01 role=agent mode=600 k3s-config=600 token=yes'
-  seen 1 'FERRY-TEST: k3s started as: agent; its config names node "edge-qemu-01"'
+  truncate -s +64M "$W/$CUR.img"
+  at_shell 'reboot -f'
+  S+=('expect:FERRY-TEST: booted slot=a'); at_shell "$OFF"; S+=(exit); boot 120
+  seen 2 'FERRY-TEST: booted slot=a version=1\.0\.0'
+  seen 2 'FERRY-TEST: check rc=0'
+  seen 2 'FERRY-TEST: provisioned hostname=edge-qemu-01 role=agent mode=600 k3s-config=600 token=yes'
+  seen 2 'FERRY-TEST: k3s started as: agent; its config names node "edge-qemu-01"'
+  # the data partition (32 MiB in the image) fills the card on the first boot only
+  seen 1 'grow-data: partition data is 98 MiB \(table rewritten\); file system grown from 32 to 98 MiB'
+  seen 1 'grow-data: partition data is 98 MiB; file system already fills it'
+  seen 2 'FERRY-TEST: data size=(8[5-9]|9[0-8]) MiB'
   status 0 booted=a state=idle slots.a.status=good slots.a.version=1.0.0 slots.b.status=empty \
     boot.trial=null 'boot.order=["a"]' last=null
+  status 1 booted=a state=idle slots.a.status=good 'boot.order=["a"]' last=null
   uenv BOOT_ORDER=A FERRY_TRIAL=
+  # boot-to-ready of the appliance (the default runlevel done), for the README
+  tr -d '\r' < "$LOGS/$CUR.log" | grep -ao 'ferry appliance: ready [0-9.]*s' | sed 's/^/  /'
 }
 
 s2() { # update from a local bundle, commit, stays on B

@@ -40,7 +40,7 @@ while [[ $# -gt 0 ]]; do
     --only) ONLY=${2:?--only needs N}; shift 2 ;;
     --work) W=${2:?--work needs DIR}; shift 2 ;;
     --keep-logs) KEEP=1; shift ;;  # copy every scenario's log to target/qemu-logs/
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -231,10 +231,25 @@ fn grow_data_fills_the_card_once_and_the_backup_table_agrees() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(!o.stdout.contains("rewritten"), "{}", o.stdout);
     // the primary torn: the backup is read, and it is the grown table
-    let mut bytes = std::fs::read(&img).unwrap();
-    bytes[512 + 100] ^= 0xff;
+    let good = std::fs::read(&img).unwrap();
+    let mut bytes = good.clone();
+    bytes[1024 + 60] ^= 0xff; // an entry byte: the table CRC fails
     std::fs::write(&img, &bytes).unwrap();
+    assert!(
+        ferry::board::gpt::parse(&bytes[..34 * 512]).is_err(),
+        "the primary is torn"
+    );
     let torn = Disk::open(&img, false).unwrap();
     assert_eq!(torn.partition("data").unwrap(), &data);
     assert_eq!(dev.run(&["status", "--json"]).code, 0);
+    // the next run writes the primary again, from the backup
+    let o = dev.run(&["grow-data", "--table-only"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("(table rewritten)"), "{}", o.stdout);
+    let fixed = std::fs::read(&img).unwrap();
+    assert!(
+        fixed[..34 * 512] == good[..34 * 512],
+        "the primary as it was"
+    );
+    assert!(fixed == good, "and nothing else changed");
 }

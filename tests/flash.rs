@@ -522,30 +522,13 @@ fn provision_writes_a_self_contained_kubeconfig_and_refuses_host_paths() {
     let disk = ferry::io::disk::Disk::open(&img, false).unwrap();
     let p = disk.partition("data").unwrap().clone();
     let w = tempfile::tempdir().unwrap();
-    let got = debugfs(
-        &img,
-        p.offset(),
-        p.len(),
-        "cat provision/kubeconfig",
-        w.path(),
-    );
+    let cat = |cmd: &str| debugfs(&img, p.offset(), p.len(), cmd, w.path());
+    let got = cat("cat provision/kubeconfig");
     assert_eq!(got, kc);
-    let stat = debugfs(
-        &img,
-        p.offset(),
-        p.len(),
-        "stat provision/kubeconfig",
-        w.path(),
-    );
+    let stat = cat("stat provision/kubeconfig");
     assert!(stat.contains("Mode:  0600"), "{stat}");
     // the host path itself is not in the device's node.toml
-    let toml = debugfs(
-        &img,
-        p.offset(),
-        p.len(),
-        "cat provision/node.toml",
-        w.path(),
-    );
+    let toml = cat("cat provision/node.toml");
     assert!(!toml.contains("kubeconfig"), "{toml}");
     for (bad, why) in [
         (

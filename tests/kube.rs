@@ -486,6 +486,14 @@ fn os_condition(node: &Value) -> Value {
         .unwrap_or_default()
 }
 
+/// `coordinate_reboot` where it must not reboot (`why` if it does): its error.
+async fn refused(kube: &Kube, o: &RebootOptions, why: &str) -> String {
+    coordinate_reboot(kube, o, || panic!("{why}"))
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 fn committed() -> BootOutcome {
     BootOutcome::Committed {
         version: "1.2.0".into(),
@@ -682,10 +690,7 @@ async fn drain_refuses_unmanaged_and_local_data_pods_unless_allowed() {
         },
         ..opts("pi-1", 1)
     };
-    let e = coordinate_reboot(&kube, &blocked, || panic!("rebooted over a blocking pod"))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = refused(&kube, &blocked, "rebooted over a blocking pod").await;
     assert!(
         e.contains("blocking pods on the node: default/cache-0 (selector app=cache-0)"),
         "{e}"
@@ -902,10 +907,7 @@ async fn clocks_an_hour_apart_never_share_a_slot() {
         lock_timeout: Duration::from_millis(300),
         ..opts("pi-2", 1)
     };
-    let e = coordinate_reboot(&kube, &ahead, || panic!("two nodes down at once"))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = refused(&kube, &ahead, "two nodes down at once").await;
     assert!(
         e.contains("no reboot slot free") && e.contains("pi-1"),
         "{e}"
@@ -958,10 +960,7 @@ async fn a_live_lease_of_another_node_blocks_until_the_lock_timeout() {
         lock_timeout: Duration::from_millis(100),
         ..opts("pi-1", 1)
     };
-    let e = coordinate_reboot(&kube, &o, || panic!("must not reboot without the lock"))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = refused(&kube, &o, "must not reboot without the lock").await;
     assert!(
         e.contains("no reboot slot free") && e.contains("pi-9"),
         "{e}"
@@ -976,10 +975,7 @@ async fn a_live_lease_of_another_node_blocks_until_the_lock_timeout() {
     assert_eq!(cond["reason"], "RebootPending", "{cond}");
     assert_eq!(cond["message"].as_str(), Some(waiting[0].as_str()));
     // the same wait in the next round: still the same since, no new Event
-    let e2 = coordinate_reboot(&kube, &o, || panic!("must not reboot without the lock"))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e2 = refused(&kube, &o, "must not reboot without the lock").await;
     assert!(e2.contains("pi-9"), "{e2}");
     assert_eq!(waiting_events(&fake).len(), 1);
     fake.with(|s| {
@@ -1421,10 +1417,7 @@ async fn firing_alerts_defer_the_reboot_before_a_slot_is_taken() {
         alerts: Some(gate.clone()),
         ..opts("pi-1", 1)
     };
-    let e = coordinate_reboot(&kube, &o, || panic!("must not reboot while an alert fires"))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = refused(&kube, &o, "must not reboot while an alert fires").await;
     assert!(e.contains("Prometheus alerts firing: EtcdNoLeader"), "{e}");
     assert!(
         !e.contains("Watchdog") && !e.contains("KubeJobFailed"),
@@ -1446,10 +1439,7 @@ async fn firing_alerts_defer_the_reboot_before_a_slot_is_taken() {
         }),
         ..opts("pi-1", 1)
     };
-    let e = coordinate_reboot(&kube, &down, || panic!("must not reboot blind"))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = refused(&kube, &down, "must not reboot blind").await;
     assert!(
         e.contains("cannot tell which alerts fire") && e.contains("127.0.0.1:1"),
         "{e}"

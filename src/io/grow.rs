@@ -124,37 +124,36 @@ pub(crate) fn grow(
         path: disk.into(),
         detail,
     };
-    let mut table = false;
-    let target = match gpt::grown(&entries, &name, n).map_err(cfg_err)? {
-        None => entries,
-        Some(new) => {
-            let mut primary = vec![0u8; (gpt::first_usable() * gpt::SECTOR) as usize];
-            f.read_exact_at(&mut primary, 0)
-                .map_err(|e| Error::io("read partition table", disk, e))?;
-            let guid = if gpt::parse(&primary).is_ok() {
-                gpt::disk_guid(&primary)
-            } else {
-                let mut h = vec![0u8; gpt::SECTOR as usize];
-                f.read_exact_at(&mut h, (n - 1) * gpt::SECTOR)
-                    .map_err(|e| Error::io("read backup table", disk, e))?;
-                let mut g = [0u8; 16];
-                g.copy_from_slice(&h[56..72]);
-                g
-            };
-            let (p, b) = gpt::build(&new, n, guid);
-            // the backup first (unread while the primary is valid), then the primary
-            super::fault::point("grow backup table");
-            f.write_all_at(&b, (n - gpt::reserved_tail()) * gpt::SECTOR)
-                .and_then(|()| f.sync_data())
-                .map_err(|e| Error::io("write backup table", disk, e))?;
-            super::fault::point("grow primary table");
-            f.write_all_at(&p, 0)
-                .and_then(|()| f.sync_data())
-                .map_err(|e| Error::io("write partition table", disk, e))?;
-            table = true;
-            new
-        }
+    let mut primary = vec![0u8; (gpt::first_usable() * gpt::SECTOR) as usize];
+    f.read_exact_at(&mut primary, 0)
+        .map_err(|e| Error::io("read partition table", disk, e))?;
+    let primary_ok = gpt::parse(&primary).is_ok();
+    let guid = if primary_ok {
+        gpt::disk_guid(&primary)
+    } else {
+        let mut h = vec![0u8; gpt::SECTOR as usize];
+        f.read_exact_at(&mut h, (n - 1) * gpt::SECTOR)
+            .map_err(|e| Error::io("read backup table", disk, e))?;
+        let mut g = [0u8; 16];
+        g.copy_from_slice(&h[56..72]);
+        g
     };
+    let grown = gpt::grown(&entries, &name, n).map_err(cfg_err)?;
+    let table = grown.is_some() || !primary_ok;
+    let target = grown.unwrap_or(entries);
+    if table {
+        // the backup first (unread while the primary is valid), then the
+        // primary; a primary torn by a cut last time is written again here
+        let (p, b) = gpt::build(&target, n, guid);
+        super::fault::point("grow backup table");
+        f.write_all_at(&b, (n - gpt::reserved_tail()) * gpt::SECTOR)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| Error::io("write backup table", disk, e))?;
+        super::fault::point("grow primary table");
+        f.write_all_at(&p, 0)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| Error::io("write partition table", disk, e))?;
+    }
     let (pno, part) = target
         .iter()
         .enumerate()

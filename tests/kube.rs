@@ -486,6 +486,18 @@ fn os_condition(node: &Value) -> Value {
         .unwrap_or_default()
 }
 
+/// `coordinate_reboot` where it must reboot.
+async fn reboots(kube: &Kube, o: &RebootOptions) {
+    let mut rebooted = false;
+    coordinate_reboot(kube, o, || {
+        rebooted = true;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert!(rebooted, "no reboot");
+}
+
 /// `coordinate_reboot` where it must not reboot (`why` if it does): its error.
 async fn refused(kube: &Kube, o: &RebootOptions, why: &str) -> String {
     coordinate_reboot(kube, o, || panic!("{why}"))
@@ -704,14 +716,7 @@ async fn drain_refuses_unmanaged_and_local_data_pods_unless_allowed() {
         },
         ..opts("pi-1", 1)
     };
-    let mut rebooted = false;
-    coordinate_reboot(&kube, &allowed, || {
-        rebooted = true;
-        Ok(())
-    })
-    .await
-    .unwrap();
-    assert!(rebooted);
+    reboots(&kube, &allowed).await;
     fake.with(|s| assert_eq!(s.evictions.len(), 3, "{:?}", s.evictions));
 }
 
@@ -1226,10 +1231,7 @@ async fn a_node_label_moves_the_node_to_another_channel() {
     fake.with(|s| {
         let n = &s.nodes["edge-1"];
         assert_eq!(n["metadata"]["labels"]["ferry.k3os.io/channel"], "beta");
-        let os = n["status"]["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "OSUpdate").cloned())
-            .expect("OSUpdate condition");
+        let os = os_condition(n);
         assert_eq!(os["reason"], "RebootPending", "{os}");
     });
     tokio::task::block_in_place(move || drop(feed));
@@ -1447,14 +1449,7 @@ async fn firing_alerts_defer_the_reboot_before_a_slot_is_taken() {
     // the alert resolves: only the ignored heartbeat fires, the reboot happens
     *alerts.lock().unwrap() =
         json!({"status": "success", "data": {"alerts": [alert("Watchdog", "firing")]}});
-    let mut rebooted = false;
-    coordinate_reboot(&kube, &o, || {
-        rebooted = true;
-        Ok(())
-    })
-    .await
-    .unwrap();
-    assert!(rebooted);
+    reboots(&kube, &o).await;
     fake.with(|s| assert_eq!(s.holder(0).as_deref(), Some("pi-1")));
 }
 

@@ -161,10 +161,11 @@ pub(crate) fn parse_backup(tail: &[u8], disk_sectors: u64) -> Result<Vec<Entry>,
     parse_table(h, table, disk_sectors - 1 - ENTRY_SECTORS)
 }
 
-/// The disk GUID of a valid primary area.
-pub(crate) fn disk_guid(primary: &[u8]) -> [u8; 16] {
+/// The disk GUID in a GPT header sector (the primary's at LBA 1, the
+/// backup's in the disk's last sector).
+pub(crate) fn disk_guid(header: &[u8]) -> [u8; 16] {
     let mut g = [0u8; 16];
-    g.copy_from_slice(&primary[512 + 56..512 + 72]);
+    g.copy_from_slice(&header[56..72]);
     g
 }
 
@@ -344,7 +345,7 @@ mod tests {
         assert!(grown(&old, "boot", new_sectors).is_err(), "not the last");
         assert!(grown(&old, "nope", new_sectors).is_err());
 
-        let (p1, b1) = build(&new, new_sectors, disk_guid(&p0));
+        let (p1, b1) = build(&new, new_sectors, disk_guid(&p0[512..1024]));
         let tail1 = ((new_sectors - reserved_tail()) * SECTOR) as usize;
         let writes = [(tail1, &b1), (0, &p1)];
         for (w, (at, bytes)) in writes.iter().enumerate() {

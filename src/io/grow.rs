@@ -129,14 +129,12 @@ pub(crate) fn grow(
         .map_err(|e| Error::io("read partition table", disk, e))?;
     let primary_ok = gpt::parse(&primary).is_ok();
     let guid = if primary_ok {
-        gpt::disk_guid(&primary)
+        gpt::disk_guid(&primary[512..1024])
     } else {
         let mut h = vec![0u8; gpt::SECTOR as usize];
         f.read_exact_at(&mut h, (n - 1) * gpt::SECTOR)
             .map_err(|e| Error::io("read backup table", disk, e))?;
-        let mut g = [0u8; 16];
-        g.copy_from_slice(&h[56..72]);
-        g
+        gpt::disk_guid(&h)
     };
     let grown = gpt::grown(&entries, &name, n).map_err(cfg_err)?;
     let table = grown.is_some() || !primary_ok;

@@ -10,7 +10,7 @@ use crate::error::Error;
 
 fn open_file(path: &Path) -> Result<BufReader<File>, Error> {
     let f = File::open(path).map_err(|e| Error::io("open bundle", path, e))?;
-    Ok(BufReader::with_capacity(256 << 10, f))
+    Ok(BufReader::with_capacity(64 << 10, f))
 }
 
 pub(super) fn verify(

@@ -52,7 +52,8 @@ impl ReadBack {
         let disk = disk.clone();
         let handle = std::thread::spawn(move || {
             let mut h = Sha256::new();
-            let mut buf = AlignedBuf::new(1 << 20);
+            // 512 KiB O_DIRECT reads keep a card busy; more only costs RSS
+            let mut buf = AlignedBuf::new(512 << 10);
             let direct = super::disk::open_direct(&disk.path, false);
             for (off, len) in rx.iter() {
                 hash_range(&disk, direct.as_ref(), base + off, len, &mut h, &mut buf)?;
@@ -180,7 +181,12 @@ impl PayloadSink for SlotSink<'_> {
             // O_DIRECT from an aligned staging copy: the page cache would
             // halve the write speed, and the read-back must see the device
             let n = data.len();
-            if n % super::disk::DIRECT_ALIGN == 0 && n <= (1 << 24) {
+            if (data.as_ptr() as usize) % super::disk::DIRECT_ALIGN == 0 {
+                // the pipeline decodes into aligned buffers: no copy
+                // (write_direct_at falls back to a plain write when the
+                // length or offset is not aligned)
+                self.disk.write_direct_at(data, self.range.0 + offset)?;
+            } else if n % super::disk::DIRECT_ALIGN == 0 && n <= (1 << 24) {
                 if self.staging.len() < n + super::disk::DIRECT_ALIGN {
                     self.staging = vec![0u8; n + super::disk::DIRECT_ALIGN];
                 }
@@ -246,6 +252,9 @@ impl PayloadSink for SlotSink<'_> {
         Ok(())
     }
 }
+
+// decoded chunks arrive aligned for O_DIRECT
+const _: () = assert!(crate::bundle::reader::OUT_ALIGN % super::disk::DIRECT_ALIGN == 0);
 
 /// Hash `len` bytes at `off` as the device returns them, not the page
 /// cache (the range was synced): O_DIRECT into an aligned buffer where the
@@ -338,7 +347,9 @@ impl BundleSource for FileSource {
             std::fs::File::open(&self.path).map_err(|e| Error::io("open bundle", &self.path, e))?;
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| Error::io("seek bundle", &self.path, e))?;
-        Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+        // small: chunk reads are larger and bypass it; only the header and
+        // manifest are read in pieces
+        Ok(Box::new(std::io::BufReader::with_capacity(64 << 10, f)))
     }
     fn expect_eof(&self) -> bool {
         self.is_file

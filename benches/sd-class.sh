@@ -147,44 +147,8 @@ reboot = "record"
 EOF
 
 # RAUC on a private system bus, its raw slot B = the same partition
-mkdir -p "$R/rauc/mnt" "$R/rauc/data"
-cat >"$R/rauc/system.conf" <<EOF
-[system]
-compatible=ferry-bench
-bootloader=noop
-mountprefix=$R/rauc/mnt
-data-directory=$R/rauc/data
-
-[keyring]
-path=$D/cert.pem
-
-[slot.rootfs.0]
-device=/dev/null
-type=raw
-bootname=A
-
-[slot.rootfs.1]
-device=$SLOT
-type=raw
-bootname=B
-install-same=true
-EOF
-cat >"$R/rauc/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$R/rauc/bus.sock</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/><allow own="*"/><allow send_destination="*"/>
-    <allow send_type="method_call"/><allow receive_sender="*"/>
-  </policy>
-</busconfig>
-EOF
-dbus-daemon --config-file="$R/rauc/bus.conf" --fork --print-pid=3 3>"$R/rauc/dbus.pid"
-DBUS_PID=$(cat "$R/rauc/dbus.pid")
-export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$R/rauc/bus.sock"
+. "$REPO/benches/rauc.sh"
+rauc_setup "$R/rauc" "$D/cert.pem" /dev/null "$SLOT"
 
 # SWUpdate's image for this run's slot device
 SWU=$R/rootfs.swu
@@ -252,11 +216,7 @@ rauc_install() {
   sh -c 'echo $$ > '"$CG"'/cgroup.procs; exec rauc service --conf='"$R"'/rauc/system.conf --override-boot-slot=A' \
     >>"$R/rauc/service.log" 2>&1 &
   RAUC_PID=$!
-  for _ in $(seq 100); do
-    dbus-send --system --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
-      org.freedesktop.DBus.NameHasOwner string:de.pengutronix.rauc 2>/dev/null | grep -q "boolean true" && break
-    sleep 0.1
-  done
+  rauc_wait
   timed rauc rauc install "$D/zstd.raucb"
   awk '/VmHWM/ {print $2}' "/proc/$RAUC_PID/status" >>"$WORK/res/rauc.hwm"
   kill "$RAUC_PID"

@@ -608,7 +608,16 @@ async fn drain_evicts_workloads_and_skips_daemonset_mirror_and_finished_pods() {
         channel: Some("beta".into()),
         ..opts("pi-1", 1)
     };
+    let before = fake.with(|s| s.calls.len());
     after_boot(&kube, &beta, &committed()).await.unwrap();
+    // the Ready node's one read answers "is this news" and "is the cordon ours"
+    let node_reads = fake.with(|s| {
+        s.calls[before..]
+            .iter()
+            .filter(|(m, p)| m == "GET" && p == "/api/v1/nodes/pi-1")
+            .count()
+    });
+    assert_eq!(node_reads, 1, "after_boot read the node {node_reads} times");
     let node = fake.node("pi-1");
     assert_eq!(node["spec"]["unschedulable"], false);
     let ann = &node["metadata"]["annotations"];

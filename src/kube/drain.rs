@@ -182,10 +182,6 @@ pub(crate) fn budget_of(status: &Value) -> Option<(String, String)> {
         })
 }
 
-pub(crate) async fn node_ready(kube: &Kube, node: &str) -> Result<bool, Error> {
-    Ok(is_ready(&kube.get(&node_path(node)).await?))
-}
-
 /// Mark the node unschedulable. A node someone else already cordoned is left
 /// alone (and will not be uncordoned by ferry); returns whether ferry cordoned it.
 pub(crate) async fn cordon(kube: &Kube, node: &str) -> Result<bool, Error> {
@@ -205,9 +201,19 @@ pub(crate) async fn cordon(kube: &Kube, node: &str) -> Result<bool, Error> {
 /// Make the node schedulable again if ferry cordoned it.
 pub(crate) async fn uncordon(kube: &Kube, node: &str) -> Result<(), Error> {
     let n = kube.get(&node_path(node)).await?;
-    if n["metadata"]["annotations"].get(CORDONED).is_none() {
+    if !cordoned_by_ferry(&n) {
         return Ok(());
     }
+    lift_cordon(kube, node).await
+}
+
+/// Whether ferry cordoned this node (a cordon an admin set is not ferry's to lift).
+pub(crate) fn cordoned_by_ferry(node: &Value) -> bool {
+    node["metadata"]["annotations"].get(CORDONED).is_some()
+}
+
+/// Lift ferry's cordon: only after `cordoned_by_ferry` said it is ferry's.
+pub(crate) async fn lift_cordon(kube: &Kube, node: &str) -> Result<(), Error> {
     let patch =
         json!({"metadata": {"annotations": {CORDONED: null}}, "spec": {"unschedulable": false}});
     kube.patch(&node_path(node), &patch).await?;

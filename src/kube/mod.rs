@@ -279,27 +279,33 @@ async fn after_boot_in_span(
 ) -> Result<(), Error> {
     let deadline = Instant::now() + o.ready_timeout;
     let mut backoff = crate::backoff::Backoff::new(o.poll, o.poll * 8);
-    while !drain::node_ready(kube, &o.node).await? {
+    // the Ready node's object also answers the questions below: one read
+    let node = loop {
+        let n = kube.get(&format!("/api/v1/nodes/{}", o.node)).await?;
+        if drain::is_ready(&n) {
+            break n;
+        }
         if !pause(backoff.pause(None), deadline).await {
             return Err(Error::Cluster(format!(
                 "node {} not Ready after {:?}; keeping its reboot lease",
                 o.node, o.ready_timeout
             )));
         }
-    }
+    };
     let (status, version, reason, warning) = match outcome {
         BootOutcome::Committed { version } => ("committed", version, "FerryCommitted", false),
         BootOutcome::RolledBack { version } => ("rolled-back", version, "FerryRolledBack", true),
     };
     // an Event only when an update ended here: not for a node ferry never
     // rebooted, nor for a daemon restart with nothing new to say
-    let ann =
-        kube.get(&format!("/api/v1/nodes/{}", o.node)).await?["metadata"]["annotations"].clone();
+    let ann = &node["metadata"]["annotations"];
     let news = ann[drain::STATUS].as_str().is_some_and(|s| s != status)
         || ann[drain::VERSION]
             .as_str()
             .is_some_and(|v| v != version.as_str());
-    drain::uncordon(kube, &o.node).await?;
+    if drain::cordoned_by_ferry(&node) {
+        drain::lift_cordon(kube, &o.node).await?;
+    }
     drain::annotate(kube, &o.node, status, Some(version)).await?;
     let (phase, message) = match outcome {
         BootOutcome::Committed { .. } => (report::Phase::UpToDate, format!("running {version}")),

@@ -111,6 +111,28 @@ fn eio_from_the_device_is_clear_and_safe() {
 }
 
 #[test]
+fn eio_while_reading_back_is_clear_and_safe() {
+    // the read-back runs on its own threads: a read error there must end
+    // the install with the device's error, not hang it or pass as a mismatch
+    let dev = Device::new();
+    let a = dev.partition_digest("rootfs_a");
+    let b = dev.bundle("1.1.0", 6, "v2.ferry", &[]);
+    let o = dev.run_env(
+        &["install", "--no-reboot", s(&b)],
+        &[("FERRY_READ_EIO_AT", "3")],
+    );
+    assert_eq!(o.code, 42, "{}", o.stderr);
+    assert!(o.stderr.contains("read back"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("I/O error from the device"),
+        "{}",
+        o.stderr
+    );
+    assert_old_slot_safe(&dev, &a);
+    assert_eq!(dev.run(&["install", "--no-reboot", s(&b)]).code, 0);
+}
+
+#[test]
 fn read_back_mismatch_is_caught_and_safe() {
     let dev = Device::new();
     let a = dev.partition_digest("rootfs_a");

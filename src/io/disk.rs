@@ -82,6 +82,9 @@ pub(crate) fn read_device(
     buf: &mut [u8],
     off: u64,
 ) -> std::io::Result<()> {
+    if let Some(e) = super::fault::read_eio() {
+        return Err(e);
+    }
     if let Some(d) = direct
         .filter(|_| direct_aligned(off, buf.len()) && (buf.as_ptr() as usize) % DIRECT_ALIGN == 0)
     {

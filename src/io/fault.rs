@@ -2,7 +2,8 @@
 //! the `fault-hooks` feature (the host build, the QEMU suite's device build)
 //! and inert unless the variable is set: `FERRY_CRASH_AT=N` aborts the process (no unwinding, no
 //! cleanup: a power cut) at the N-th durable write; `FERRY_EIO_AT=N` fails the
-//! N-th and later disk writes with EIO (a dying card); `FERRY_CORRUPT_WRITE=N`
+//! N-th and later disk writes with EIO (a dying card); `FERRY_READ_EIO_AT=N`
+//! fails the N-th and later read-back reads with EIO; `FERRY_CORRUPT_WRITE=N`
 //! stores the N-th written block with one bit flipped (a card that keeps
 //! other bits than it acknowledged), which read-back must catch.
 
@@ -40,6 +41,7 @@ impl Trigger {
 static CRASH: Trigger = Trigger::new("FERRY_CRASH_AT");
 static EIO: Trigger = Trigger::new("FERRY_EIO_AT");
 static CORRUPT: Trigger = Trigger::new("FERRY_CORRUPT_WRITE");
+static READ_EIO: Trigger = Trigger::new("FERRY_READ_EIO_AT");
 
 static TRACE: Trigger = Trigger::new("FERRY_FAULT_TRACE");
 
@@ -61,6 +63,14 @@ pub(crate) fn point(what: &str) {
 /// The error a disk write should fail with, if any.
 pub(crate) fn eio() -> Option<std::io::Error> {
     EIO.tick()
+        .filter(|(n, l)| n >= l)
+        .map(|_| std::io::Error::from_raw_os_error(5))
+}
+
+/// The error a read-back read should fail with, if any.
+pub(crate) fn read_eio() -> Option<std::io::Error> {
+    READ_EIO
+        .tick()
         .filter(|(n, l)| n >= l)
         .map(|_| std::io::Error::from_raw_os_error(5))
 }

@@ -41,23 +41,68 @@ pub(crate) fn window_due(since: u64, left: u64) -> bool {
 }
 
 /// Reads synced ranges of one payload back from the device, in order, hashing.
+/// Two threads: one reads (O_DIRECT has no readahead, so a lone thread would
+/// leave the device idle while it hashes), one hashes; `READ_BUFS` buffers of
+/// `READ_BUF` bytes pass between them, so the device read and SHA-256 overlap
+/// and the read-back costs about max(read, hash), not their sum.
 struct ReadBack {
     tx: std::sync::mpsc::SyncSender<(u64, u64)>,
     handle: std::thread::JoinHandle<Result<Sha256Digest, Error>>,
 }
 
+/// Read-back buffers in flight between the reader and the hasher, and their size.
+const READ_BUFS: usize = 2;
+const READ_BUF: usize = 512 << 10;
+
 impl ReadBack {
     fn start(disk: &Disk, base: u64) -> ReadBack {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, u64)>(64);
+        use std::sync::mpsc::{channel, sync_channel};
+        let (tx, rx) = sync_channel::<(u64, u64)>(64);
+        let (full_tx, full_rx) = sync_channel::<Result<AlignedBuf, Error>>(READ_BUFS);
+        let (free_tx, free_rx) = channel::<AlignedBuf>();
+        for _ in 0..READ_BUFS {
+            let _ = free_tx.send(AlignedBuf::new(READ_BUF));
+        }
         let disk = disk.clone();
-        let handle = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            // 512 KiB O_DIRECT reads keep a card busy; more only costs RSS
-            let mut buf = AlignedBuf::new(512 << 10);
+        // the reader stops when the writer is done (rx closed) or the hasher
+        // is gone (it stopped at an error): its channels close
+        let reader = std::thread::spawn(move || {
             let direct = super::disk::open_direct(&disk.path, false);
             for (off, len) in rx.iter() {
-                hash_range(&disk, direct.as_ref(), base + off, len, &mut h, &mut buf)?;
+                let mut pos = 0u64;
+                while pos < len {
+                    let Ok(mut buf) = free_rx.recv() else {
+                        return;
+                    };
+                    let n = ((len - pos) as usize).min(buf.capacity());
+                    buf.set_len(n);
+                    let at = base + off + pos;
+                    let read = super::disk::read_device(
+                        disk.file(),
+                        direct.as_ref(),
+                        buf.as_mut_slice(),
+                        at,
+                    )
+                    .map(|()| buf)
+                    .map_err(|e| Error::io("read back", &disk.path, e));
+                    let failed = read.is_err();
+                    if full_tx.send(read).is_err() || failed {
+                        return;
+                    }
+                    pos += n as u64;
+                }
             }
+        });
+        let handle = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            for read in full_rx.iter() {
+                let buf = read?;
+                h.update(buf.as_slice());
+                let _ = free_tx.send(buf);
+            }
+            reader
+                .join()
+                .map_err(|_| Error::Usage("read-back reader thread failed".into()))?;
             Ok(Sha256Digest(h.finalize().into()))
         });
         ReadBack { tx, handle }

@@ -235,3 +235,130 @@ fn a_damaged_env_copy_is_repaired_from_the_intact_one() {
     assert_eq!(dev.run(&["mark-good"]).code, 0);
     assert_eq!(dev.fw_printenv(), env);
 }
+
+/// `mcopy` NAME out of the FAT partition starting at byte `off` of `img`.
+fn fat_read(img: &std::path::Path, off: u64, name: &str, to: &std::path::Path) -> bool {
+    Command::new("mcopy")
+        .args(["-n", "-o", "-i", &format!("{}@@{off}", img.display())])
+        .arg(format!("::{name}"))
+        .arg(to)
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn pi_image_carries_its_boot_files_and_a_state_uboot_leaves_alone() {
+    // the raspberry-pi-4 image: the board's config.txt, the firmware and
+    // U-Boot given with --boot-file (also under a directory), boot.scr,
+    // and the boot state in ferry.env at U-Boot's env size, which the real
+    // fw_printenv reads; no uboot.env (that U-Boot would load it as its
+    // whole environment and lose its bootcmd)
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n);
+    ok(&["key", "generate", "dev", "--dir", s(d.path())]);
+    for (n, len) in [
+        ("kernel", 300_000usize),
+        ("rootfs", 600_000),
+        ("k3s", 70_000),
+    ] {
+        std::fs::write(p(n), payload(len as u64, len)).unwrap();
+    }
+    ok(&[
+        "bundle",
+        "create",
+        "--board",
+        "raspberry-pi-4",
+        "--version",
+        "1.0.0",
+        "--kernel",
+        s(&p("kernel")),
+        "--rootfs",
+        s(&p("rootfs")),
+        "--k3s",
+        s(&p("k3s")),
+        "--key",
+        s(&p("dev.key")),
+        "-o",
+        s(&p("pi.ferry")),
+        "-q",
+    ]);
+    std::fs::write(p("start4.elf"), payload(7, 70_000)).unwrap();
+    std::fs::write(p("u-boot.bin"), payload(8, 50_000)).unwrap();
+    std::fs::write(p("rpi4.dtb"), payload(9, 3_000)).unwrap();
+    let img = p("pi.img");
+    let (bundle, key) = (p("pi.ferry"), p("dev.pub"));
+    let build = |extra: &[&str]| {
+        let mut a = vec![
+            "image",
+            "build",
+            "--board",
+            "raspberry-pi-4",
+            "--bundle",
+            s(&bundle),
+            "--key",
+            s(&key),
+            "-o",
+            s(&img),
+            "-q",
+        ];
+        a.extend_from_slice(extra);
+        ferry(&a)
+    };
+    let o = build(&[
+        "--boot-file",
+        s(&p("start4.elf")),
+        "--boot-file",
+        s(&p("u-boot.bin")),
+        "--boot-file",
+        &format!("{}:dtbs/bcm2711-rpi-4-b.dtb", p("rpi4.dtb").display()),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let off = 2048 * 512; // partition 1 starts at 1 MiB
+    for (name, src) in [
+        ("start4.elf", "start4.elf"),
+        ("u-boot.bin", "u-boot.bin"),
+        ("dtbs/bcm2711-rpi-4-b.dtb", "rpi4.dtb"),
+    ] {
+        assert!(fat_read(&img, off, name, &p("got")), "{name} missing");
+        assert_eq!(
+            std::fs::read(p("got")).unwrap(),
+            std::fs::read(p(src)).unwrap(),
+            "{name}"
+        );
+    }
+    assert!(fat_read(&img, off, "config.txt", &p("config.txt")));
+    let cfg = std::fs::read_to_string(p("config.txt")).unwrap();
+    assert!(
+        cfg.contains("kernel=u-boot.bin") && cfg.contains("arm_64bit=1"),
+        "{cfg}"
+    );
+    assert!(fat_read(&img, off, "boot.scr", &p("boot.scr")));
+    assert!(
+        !fat_read(&img, off, "uboot.env", &p("uboot.env")),
+        "a uboot.env would replace U-Boot's env"
+    );
+    assert!(fat_read(&img, off, "ferry.env", &p("ferry.env")));
+    assert_eq!(std::fs::metadata(p("ferry.env")).unwrap().len(), 0x4000);
+    std::fs::write(
+        p("fw_env.config"),
+        format!("{} 0x0 0x4000\n", p("ferry.env").display()),
+    )
+    .unwrap();
+    let o = Command::new("fw_printenv")
+        .args(["-c", s(&p("fw_env.config")), "-n", "BOOT_ORDER"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "A");
+    // a name that climbs out of the partition is refused, and no image is left
+    std::fs::remove_file(&img).unwrap();
+    let o = build(&["--boot-file", &format!("{}:../x", p("rpi4.dtb").display())]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("not a file name on the boot partition"),
+        "{}",
+        o.stderr
+    );
+    assert!(!img.exists());
+}

@@ -19,6 +19,9 @@
 #   --config FILE    /etc/ferry/ferry.toml (default: board/appliance/ferry.toml with OpenRC's reboot)
 #   --key PUB        a trusted release key for /etc/ferry/keys (repeatable)
 #   --slots "A B"    the block devices of slot A's and slot B's k3s partitions (default: /dev/vda4 /dev/vda7)
+#   --board NAME, --disk DEV   board and disk in the default config (qemu-aarch64-virt, /dev/vda)
+#   --data DEV       the data partition, mounted on /data (default: /dev/vda8)
+#   --console TTY    the serial console that gets a root shell (default: ttyAMA0)
 #   --release V      written to /etc/ferry-release
 #   --net "..."      "eth0 dhcp" (the default) or a static "eth0 10.0.2.15/24 10.0.2.2"
 #   --overlay DIR    copied over the tree last (your files: units, configs, tools); repeatable
@@ -30,6 +33,7 @@ set -euo pipefail
 
 HERE=$(dirname "$(realpath "$0")")
 OUT= FERRY= CONFIG= KEYS=() SLOTS="/dev/vda4 /dev/vda7" RELEASE= NET="eth0 dhcp"
+BOARD=qemu-aarch64-virt DISK=/dev/vda DATA=/dev/vda8 CONSOLE=ttyAMA0
 OVERLAYS=() DISABLE=()
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -37,6 +41,10 @@ while [[ $# -gt 0 ]]; do
     --config) CONFIG=$2; shift 2 ;;
     --key) KEYS+=("$(realpath "$2")"); shift 2 ;;
     --slots) SLOTS=$2; shift 2 ;;
+    --board) BOARD=$2; shift 2 ;;
+    --disk) DISK=$2; shift 2 ;;
+    --data) DATA=$2; shift 2 ;;
+    --console) CONSOLE=$2; shift 2 ;;
     --release) RELEASE=$2; shift 2 ;;
     --net) NET=$2; shift 2 ;;
     --overlay) OVERLAYS+=("$(realpath "$2")"); shift 2 ;;
@@ -193,22 +201,22 @@ export PS1='\h# '
 EOF
 
 # /data (ext4, writable) and /tmp; /run is mounted by OpenRC's init.sh (tmpfs).
-cat > etc/fstab <<'EOF'
+cat > etc/fstab <<EOF
 # <fs>     <mountpoint> <type> <options>                       <dump> <pass>
-/dev/vda8  /data        ext4   rw,noatime,nodev,nosuid          0      0
+$DATA  /data        ext4   rw,noatime,nodev,nosuid          0      0
 tmpfs      /tmp         tmpfs  rw,nosuid,nodev,mode=1777        0      0
 EOF
 
 # ---------------------------------------------------------------------------------------
 # 6. busybox init runs OpenRC (the Alpine model).
-cat > etc/inittab <<'EOF'
+cat > etc/inittab <<EOF
 # /etc/inittab for busybox init: OpenRC does the work.
 ::sysinit:/sbin/openrc sysinit
 ::sysinit:/sbin/openrc boot
 ::wait:/sbin/openrc default
 
 # a root shell on the serial console (login shell: reads /etc/profile)
-ttyAMA0::respawn:-/bin/sh
+$CONSOLE::respawn:-/bin/sh
 
 ::ctrlaltdel:/sbin/reboot
 # busybox poweroff/reboot signal init, which runs this, then kills everything left
@@ -398,7 +406,9 @@ if [[ -n $CONFIG ]]; then
   install -m 0644 "$CONFIG" etc/ferry/ferry.toml
 else
   # the reference config, with the reboot through OpenRC (busybox reboot: init runs `openrc shutdown`)
-  sed 's|^reboot_command = .*|reboot_command = ["/sbin/reboot"]|' "$APPLIANCE/ferry.toml" > etc/ferry/ferry.toml
+  sed -e 's|^reboot_command = .*|reboot_command = ["/sbin/reboot"]|' \
+    -e "s|^board = .*|board = \"$BOARD\"|" -e "s|^disk = .*|disk = \"$DISK\"|" \
+    "$APPLIANCE/ferry.toml" > etc/ferry/ferry.toml
 fi
 # no colour codes on the serial console (ferry's services log there, or to /data/log)
 for s in ferry ferry-check ferry-firstboot; do echo 'export NO_COLOR=1' > "etc/conf.d/$s"; done

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # mkinitrd.sh OUT_DIR [--panic]
 # Builds a gzip'd newc initramfs from OUT_DIR/{busybox,modules/} (see fetch-kernel.sh).
-#   default : OUT_DIR/initrd.img       -> loads modules, mounts ferry.root=/dev/vdaN
-#             read-only on /newroot, switch_root to /sbin/init (powers off on error)
+#   default : OUT_DIR/initrd.img       -> loads modules, mounts ferry.root=/dev/vdaN or
+#             ferry.root=PARTLABEL=NAME (a GPT partition name: a Pi's card may be
+#             mmcblk0 or mmcblk1) read-only on /newroot, links /dev/ferry/disk and
+#             /dev/ferry/<partition name> for that disk, switch_root to /sbin/init
+#             (reboots on error, so a trial slot's boot counter runs down)
 #   --panic : OUT_DIR/initrd-panic.img -> /init exits at once, so the kernel panics
 #             ("Attempted to kill init") and, with panic=N, reboots: a "bad kernel".
 set -euo pipefail
@@ -38,7 +41,9 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-fail() { echo "FERRY-INITRD: ERROR: $*; powering off"; sleep 1; poweroff -f; }
+# a reboot, not a power-off: on a trial boot the bootloader's counter then
+# falls back to the good slot; a board that powers off stays off
+fail() { echo "FERRY-INITRD: ERROR: $*; rebooting"; sleep 3; reboot -f; }
 while read -r m; do
   insmod "/lib/modules/$m" || echo "FERRY-INITRD: insmod $m failed"
 done < /lib/modules/load-order
@@ -47,9 +52,44 @@ for arg in $(cat /proc/cmdline); do
   case $arg in ferry.root=*) root=${arg#ferry.root=} ;; esac
 done
 [ -n "$root" ] || fail "no ferry.root= on the kernel command line"
-i=0  # virtio probing is asynchronous: wait up to 5 s for the device node
-while [ ! -b "$root" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-mount -t ext4 -o ro "$root" /newroot || fail "cannot mount $root (ext4, ro)"
+# resolve NAME: /dev/X, or the one partition whose GPT name is NAME's PARTLABEL
+resolve() {
+  case $1 in
+    PARTLABEL=*)
+      found=
+      for u in /sys/class/block/*/uevent; do
+        grep -qx "PARTNAME=${1#PARTLABEL=}" "$u" || continue
+        d=${u%/uevent}
+        [ -z "$found" ] || { echo "FERRY-INITRD: two disks have partition ${1#PARTLABEL=}: $found and /dev/${d##*/}" >&2; return 2; }
+        found=/dev/${d##*/}
+      done
+      [ -n "$found" ] && echo "$found" ;;
+    *) echo "$1" ;;
+  esac
+}
+i=0  # device probing is asynchronous (virtio, an SD card): wait up to 10 s
+dev=
+while [ $i -lt 100 ]; do
+  dev=$(resolve "$root"); rc=$?
+  [ $rc -eq 2 ] && fail "ambiguous root $root: remove the other disk"
+  [ -n "$dev" ] && [ -b "$dev" ] && break
+  sleep 0.1; i=$((i + 1))
+done
+[ -n "$dev" ] && [ -b "$dev" ] || fail "no device for root $root"
+mount -t ext4 -o ro "$dev" /newroot || fail "cannot mount $dev (ext4, ro)"
+# stable names for the rest of the boot: the disk and its partitions by GPT name
+p=${dev#/dev/}
+if [ -e "/sys/class/block/$p/partition" ]; then
+  disk=$(basename "$(readlink -f "/sys/class/block/$p/..")")
+  mkdir -p /dev/ferry
+  ln -sf "/dev/$disk" /dev/ferry/disk
+  for u in /sys/class/block/$disk/$disk*/uevent; do
+    n=$(sed -n 's/^PARTNAME=//p' "$u")
+    d=${u%/uevent}
+    [ -n "$n" ] && ln -sf "/dev/${d##*/}" "/dev/ferry/$n"
+  done
+fi
+root=$dev
 [ -x /newroot/sbin/init ] || fail "$root has no /sbin/init"
 echo "FERRY-INITRD: switching to $root"
 umount /proc /sys

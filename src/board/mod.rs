@@ -187,6 +187,14 @@ pub(crate) const BUILTIN: &[BuiltinBoard] = &[
     (
         "raspberry-pi-4",
         include_str!("../../board/raspberry-pi-4.toml"),
+        &[(
+            "boot.cmd",
+            include_str!("../../board/raspberry-pi-4/boot.cmd"),
+        )],
+    ),
+    (
+        "raspberry-pi-4-tryboot",
+        include_str!("../../board/raspberry-pi-4-tryboot.toml"),
         &[],
     ),
     (

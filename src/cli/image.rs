@@ -13,9 +13,14 @@ pub(super) fn build(
     rings: &[PathBuf],
     threshold: usize,
     state_dir: Option<&Path>,
+    boot_files: &[String],
     quiet: bool,
 ) -> Result<(), Error> {
     let (b, files) = crate::io::boardfile::load(board)?;
+    let boot_files = boot_files
+        .iter()
+        .map(|a| read_boot_file(a))
+        .collect::<Result<Vec<_>, _>>()?;
     let keyring = crate::io::keyfiles::load_keyring(keys, rings, threshold)?;
     let total = std::fs::metadata(bundle).map(|m| m.len()).unwrap_or(0);
     let bar = super::progress::bar(total, "image", quiet);
@@ -29,6 +34,7 @@ pub(super) fn build(
         keyring: &keyring,
         output,
         state_dir,
+        boot_files: &boot_files,
         progress,
     })?;
     if let Some(b) = bar {
@@ -46,6 +52,32 @@ pub(super) fn build(
         b.disk_size_mib
     );
     Ok(())
+}
+
+/// `FILE[:NAME]` -> (NAME, contents). NAME is a path on the FAT partition
+/// (`overlays/x.dtbo`); it may not climb out of it.
+fn read_boot_file(arg: &str) -> Result<(String, Vec<u8>), Error> {
+    let (file, name) = match arg.rsplit_once(':') {
+        Some((f, n)) if !n.is_empty() => (f, n.to_string()),
+        _ => (
+            arg,
+            Path::new(arg)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+    };
+    if name.is_empty()
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(Error::Usage(format!(
+            "--boot-file {arg}: {name:?} is not a file name on the boot partition"
+        )));
+    }
+    let data = std::fs::read(file).map_err(|e| Error::io("read boot file", file, e))?;
+    Ok((name, data))
 }
 
 pub(super) fn flash(

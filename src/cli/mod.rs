@@ -346,6 +346,11 @@ enum ImageCmd {
         /// Also write the initial device record into this directory.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Copy FILE onto the boot partition (as NAME, default its file
+        /// name): firmware and the bootloader a board's ROM loads (the Pi's
+        /// start4.elf, u-boot.bin, device trees). Repeatable.
+        #[arg(long = "boot-file", value_name = "FILE[:NAME]")]
+        boot_files: Vec<String>,
     },
 }
 
@@ -642,6 +647,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             output,
             trust,
             state_dir,
+            boot_files,
         }) => image::build(
             &board,
             &bundle,
@@ -650,6 +656,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> Result<u8, Error> {
             &trust.keyring,
             trust.threshold,
             state_dir.as_deref(),
+            &boot_files,
             quiet,
         )
         .map(|_| 0),

@@ -28,6 +28,8 @@ pub(crate) struct Options<'a> {
     pub output: &'a Path,
     /// Also write the initial device record here (for host-side runs).
     pub state_dir: Option<&'a Path>,
+    /// Binary files for the boot partition: (name on it, contents).
+    pub boot_files: &'a [(String, Vec<u8>)],
     pub progress: Option<Box<dyn FnMut(u64)>>,
 }
 
@@ -103,11 +105,26 @@ pub(crate) fn build(o: Options) -> Result<Device, Error> {
             super::disk::fat_write(disk.window(&bp.name)?, sname, src.as_bytes())
                 .map_err(|e| Error::io("write boot script", &tmp, e))?;
         }
-        if let Some(bp) = boot_part {
-            for (name, text) in &board.boot_files {
-                super::disk::fat_write(disk.window(&bp.name)?, name, text.as_bytes())
-                    .map_err(|e| Error::io("write boot file", &tmp, e))?;
+        match boot_part {
+            Some(bp) => {
+                let text = board
+                    .boot_files
+                    .iter()
+                    .map(|(n, t)| (n.as_str(), t.as_bytes()));
+                let given = o.boot_files.iter().map(|(n, d)| (n.as_str(), d.as_slice()));
+                for (name, data) in text.chain(given) {
+                    super::disk::fat_write(disk.window(&bp.name)?, name, data).map_err(|e| {
+                        Error::io("write boot file", format!("{}:{name}", tmp.display()), e)
+                    })?;
+                }
             }
+            None if !o.boot_files.is_empty() => {
+                return Err(Error::Usage(format!(
+                    "board {} has no FAT boot partition for --boot-file",
+                    board.name
+                )))
+            }
+            None => {}
         }
         let mut sink = SlotSink::new(&disk, board, Slot::A);
         // a fresh image reads as zeroes: leave zero chunks as holes

@@ -23,6 +23,13 @@
 #                     the reboot then goes to A
 #   9 arming window   a cut right after the env armed B (record still "installing"), then
 #                     an install of another release over HTTP cut mid-write: U-Boot boots A
+#  10 pi board        the raspberry-pi-4 image (Debian's arm64 kernel, the Pi device trees,
+#                     raspi-firmware + Debian's u-boot-rpi on partition 1) on QEMU's raspi3b
+#                     (the same U-Boot binary serves the Pi 3 and 4; QEMU has no Pi 4 and
+#                     no GPU firmware, so it starts U-Boot itself): U-Boot runs ferry's
+#                     boot.scr, the initramfs finds rootfs_a by its GPT name on the SD card,
+#                     the data partition grows; `ferry install` of 1.1.0 from /data, the
+#                     reboot goes through U-Boot's trial counter into B, health, commit
 # Builds everything it needs (both ferry binaries, kernel, initrds, ext4 payloads, a dev
 # key, bundles v1.0.0..v1.3.0, the base disk) into WORK (default
 # /root/.cache/ferry/scenarios). Prints each scenario's duration and PASS/FAIL and exits
@@ -44,7 +51,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-[[ -z $ONLY || $ONLY =~ ^[1-9](,[1-9])*$ ]] || { echo "--only: expected N[,N...] with N in 1..9" >&2; exit 2; }
+[[ -z $ONLY || $ONLY =~ ^([1-9]|10)(,([1-9]|10))*$ ]] || { echo "--only: expected N[,N...] with N in 1..10" >&2; exit 2; }
 mkdir -p "$W"
 W=$(realpath "$W")
 LOGS=$W/logs
@@ -444,10 +451,69 @@ s9() { # arming window: cut after arming, then another install cut mid-write: A 
   uenv BOOT_ORDER=A FERRY_TRIAL=
 }
 
-NAMES=(first-boot update bad-k3s kernel-panic power-cut torn-env network-feed rollback-window arming-window)
+s10() { # the raspberry-pi-4 image on QEMU's raspi3b: boot A, install 1.1.0, trial B, commit
+  # raspi3b's USB (dwc2) drops QEMU's usb-net here, and the model has no other network:
+  # the image's one interface is a dummy (k3s and the health gate need "net" up)
+  local P=$B/pi o v off doff
+  mkdir -p "$P"
+  sed -e 's|^board = .*|board = "raspberry-pi-4"|' -e 's|^disk = .*|disk = "/dev/ferry/disk"|' \
+    "$B/ferry.toml" > "$P/ferry.toml"
+  for v in 1.0.0 1.1.0; do
+    o=$P/v$v
+    mkdir -p "$o"
+    "$APP/build.sh" --board raspberry-pi-4 --version "$v" --k3s "$B/k3s-GOOD/k3s" --key "$W/dev.key" \
+      --out "$o" --ferry "$DEVF" --host-ferry "$HOSTF" --config "$P/ferry.toml" --overlay "$O" \
+      --kernel-modules dummy --net "dummy0 10.0.2.15/24 10.0.2.2" \
+      --disable ferry $([[ $v == 1.0.0 ]] || echo --no-image) >"$o/build.log" 2>&1 ||
+      { cat "$o/build.log"; err "build.sh --board raspberry-pi-4 $v failed"; return; }
+  done
+  # QEMU's SD card must be a power of two: the card is bigger than the image (grow-data)
+  cp --sparse=always "$P/v1.0.0/raspberry-pi-4-1.0.0.img" "$W/$CUR.img"
+  truncate -s 4G "$W/$CUR.img"
+  : > "$LOGS/$CUR.log"
+  # the update on the data partition (the raspi3b model has no second disk and no network)
+  doff=$(sfdisk -J "$W/$CUR.img" | python3 -c 'import json,sys; t=json.load(sys.stdin)["partitiontable"]; print(next(p["start"] for p in t["partitions"] if p.get("name")=="data")*t["sectorsize"])')
+  debugfs -w -R "write $P/v1.1.0/raspberry-pi-4-1.1.0.ferry update.ferry" "$W/$CUR.img?offset=$doff" >/dev/null 2>&1 ||
+    err "debugfs could not put the bundle on the data partition"
+  # U-Boot and the board's device tree as the firmware would hand them over
+  mcopy -n -o -i "$W/$CUR.img@@$(bootpart)" ::/u-boot.bin "$P/u-boot.bin"
+  mcopy -n -o -i "$W/$CUR.img@@$(bootpart)" ::/bcm2837-rpi-3-b.dtb "$P/rpi3.dtb"
+  at_shell 'ferry install /data/update.ferry'
+  S+=('expect:ferry: trial slot B: 2 tries left' 'expect:FERRY-TEST: booted slot=b')
+  S+=("expect:^FERRY-TEST: status " "expect:$PROMPT" kill)
+  printf '\n[scenarios.sh] === QEMU raspi3b start (%s) ===\n' "$(date +%T)" >> "$LOGS/$CUR.log"
+  python3 "$HERE/console.py" run "$LOGS/$CUR.log" 1500 "${S[@]}" -- \
+    qemu-system-aarch64 -M raspi3b -kernel "$P/u-boot.bin" -dtb "$P/rpi3.dtb" \
+    -drive "if=sd,file=$W/$CUR.img,format=raw" -serial null -serial stdio -display none -monitor none ||
+    err "console steps failed (see log)"
+  S=()
+  seen 1 'ferry: booting slot A'
+  seen 1 'Kernel command line: .*ferry\.slot=a ferry\.root=PARTLABEL=rootfs_a'
+  seen 1 'FERRY-INITRD: switching to /dev/mmcblk0p3'
+  seen 1 'FERRY-TEST: booted slot=a version=1\.0\.0'
+  seen 1 'grow-data: partition data is [0-9]+ MiB \(table rewritten\); file system grown'
+  seen 1 'ferry: trial slot B: 2 tries left after this one'
+  seen 1 'FERRY-INITRD: switching to /dev/mmcblk0p6'
+  seen 1 'FERRY-TEST: booted slot=b version=1\.1\.0'
+  seen 2 'FERRY-TEST: check rc=0'
+  status 0 booted=a state=idle slots.a.status=good slots.a.version=1.0.0
+  status -1 booted=b state=idle slots.b.status=good slots.b.version=1.1.0 'boot.order=["b","a"]' \
+    boot.trial=null last.result=committed
+  # the boot state as fw_printenv reads it: B committed, no trial
+  off=$(bootpart)
+  mcopy -n -o -i "$W/$CUR.img@@$off" ::/ferry.env "$W/env.bin" 2>/dev/null || err "no ferry.env"
+  echo "$W/env.bin 0x0 0x4000" > "$W/fw_env.config"
+  v=$(fw_printenv -c "$W/fw_env.config" -n BOOT_ORDER 2>/dev/null || true)
+  [[ $v == "B A" ]] || err "ferry.env: BOOT_ORDER is '$v', expected 'B A'"
+  v=$(fw_printenv -c "$W/fw_env.config" -n FERRY_TRIAL 2>/dev/null || true)
+  [[ -z $v ]] || err "ferry.env: FERRY_TRIAL is '$v', expected empty"
+}
+
+NAMES=(first-boot update bad-k3s kernel-panic power-cut torn-env network-feed rollback-window arming-window
+  pi-board)
 rm -rf "$FAILLOGS"/scenario-*.log
 FAILED=()
-for n in 1 2 3 4 5 6 7 8 9; do
+for n in 1 2 3 4 5 6 7 8 9 10; do
   if [[ -n $ONLY && ,$ONLY, != *,$n,* ]]; then continue; fi
   CUR=s$n-${NAMES[n - 1]}
   note "scenario $n: ${NAMES[n - 1]}"
@@ -458,10 +524,10 @@ for n in 1 2 3 4 5 6 7 8 9; do
   dur=$((SECONDS - start))
   rm -f "$W/$CUR.img"
   if [[ ${#ERRS[@]} -eq 0 ]]; then
-    printf 'scenario %d %-14s PASS  %4ds\n' "$n" "${NAMES[n - 1]}" "$dur"
+    printf 'scenario %2d %-15s PASS  %4ds\n' "$n" "${NAMES[n - 1]}" "$dur"
     [[ $KEEP == 1 ]] && { mkdir -p "$FAILLOGS"; cp "$LOGS/$CUR.log" "$FAILLOGS/scenario-$CUR.log"; }
   else
-    printf 'scenario %d %-14s FAIL  %4ds  (log: %s)\n' "$n" "${NAMES[n - 1]}" "$dur" \
+    printf 'scenario %2d %-15s FAIL  %4ds  (log: %s)\n' "$n" "${NAMES[n - 1]}" "$dur" \
       "target/qemu-logs/scenario-$CUR.log"
     mkdir -p "$FAILLOGS"
     cp "$LOGS/$CUR.log" "$FAILLOGS/scenario-$CUR.log"

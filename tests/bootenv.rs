@@ -351,8 +351,15 @@ fn pi_image_carries_its_boot_files_and_a_state_uboot_leaves_alone() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "A");
-    // a name that climbs out of the partition is refused, and no image is left
+    // a name that climbs out of the partition, or one of ferry's own files,
+    // is refused, and no image is left
     std::fs::remove_file(&img).unwrap();
+    for own in ["FERRY.ENV", "ferry.env.redund", "boot.scr", "boot.cmd"] {
+        let o = build(&["--boot-file", &format!("{}:{own}", p("rpi4.dtb").display())]);
+        assert_eq!(o.code, 2, "{own}: {}", o.stderr);
+        assert!(o.stderr.contains("ferry writes that file"), "{}", o.stderr);
+        assert!(!img.exists());
+    }
     let o = build(&["--boot-file", &format!("{}:../x", p("rpi4.dtb").display())]);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(

@@ -93,55 +93,45 @@ fn disk_full_is_enospc_and_safe() {
     assert_eq!(st["last"]["result"], "install-failed");
 }
 
-#[test]
-fn eio_from_the_device_is_clear_and_safe() {
+/// An install of a fresh bundle under the fault `var=at` fails with exit
+/// `code` and a message holding every `needle`, the old slot intact; with
+/// `retry`, the same install without the fault then succeeds (the card recovered).
+fn fault_fails_safely(seed: u64, var: &str, at: &str, code: i32, needles: &[&str], retry: bool) {
     let dev = Device::new();
     let a = dev.partition_digest("rootfs_a");
-    let b = dev.bundle("1.1.0", 3, "v2.ferry", &[]);
-    let o = dev.run_env(&["install", "--no-reboot", s(&b)], &[("FERRY_EIO_AT", "4")]);
-    assert_eq!(o.code, 42, "{}", o.stderr);
-    assert!(
-        o.stderr.contains("I/O error from the device"),
-        "{}",
-        o.stderr
-    );
+    let b = dev.bundle("1.1.0", seed, "v2.ferry", &[]);
+    let o = dev.run_env(&["install", "--no-reboot", s(&b)], &[(var, at)]);
+    assert_eq!(o.code, code, "{}", o.stderr);
+    for n in needles {
+        assert!(o.stderr.contains(n), "no {n:?} in: {}", o.stderr);
+    }
     assert_old_slot_safe(&dev, &a);
-    // the card recovers: a retry succeeds
-    assert_eq!(dev.run(&["install", "--no-reboot", s(&b)]).code, 0);
+    if retry {
+        assert_eq!(dev.run(&["install", "--no-reboot", s(&b)]).code, 0);
+    }
+}
+
+#[test]
+fn eio_from_the_device_is_clear_and_safe() {
+    fault_fails_safely(
+        3,
+        "FERRY_EIO_AT",
+        "4",
+        42,
+        &["I/O error from the device"],
+        true,
+    );
 }
 
 #[test]
 fn eio_while_reading_back_is_clear_and_safe() {
     // the read-back runs on its own threads: a read error there must end
     // the install with the device's error, not hang it or pass as a mismatch
-    let dev = Device::new();
-    let a = dev.partition_digest("rootfs_a");
-    let b = dev.bundle("1.1.0", 6, "v2.ferry", &[]);
-    let o = dev.run_env(
-        &["install", "--no-reboot", s(&b)],
-        &[("FERRY_READ_EIO_AT", "3")],
-    );
-    assert_eq!(o.code, 42, "{}", o.stderr);
-    assert!(o.stderr.contains("read back"), "{}", o.stderr);
-    assert!(
-        o.stderr.contains("I/O error from the device"),
-        "{}",
-        o.stderr
-    );
-    assert_old_slot_safe(&dev, &a);
-    assert_eq!(dev.run(&["install", "--no-reboot", s(&b)]).code, 0);
+    let needles = ["read back", "I/O error from the device"];
+    fault_fails_safely(6, "FERRY_READ_EIO_AT", "3", 42, &needles, true);
 }
 
 #[test]
 fn read_back_mismatch_is_caught_and_safe() {
-    let dev = Device::new();
-    let a = dev.partition_digest("rootfs_a");
-    let b = dev.bundle("1.1.0", 4, "v2.ferry", &[]);
-    let o = dev.run_env(
-        &["install", "--no-reboot", s(&b)],
-        &[("FERRY_CORRUPT_WRITE", "3")],
-    );
-    assert_eq!(o.code, 43, "{}", o.stderr);
-    assert!(o.stderr.contains("read-back"), "{}", o.stderr);
-    assert_old_slot_safe(&dev, &a);
+    fault_fails_safely(4, "FERRY_CORRUPT_WRITE", "3", 43, &["read-back"], false);
 }

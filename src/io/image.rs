@@ -105,6 +105,23 @@ pub(crate) fn build(o: Options) -> Result<Device, Error> {
             super::disk::fat_write(disk.window(&bp.name)?, sname, src.as_bytes())
                 .map_err(|e| Error::io("write boot script", &tmp, e))?;
         }
+        // ferry's own files on the boot partition are not for --boot-file
+        // (FAT names compare without case)
+        let mut own = vec!["boot.scr".to_string()];
+        own.extend(board.bootloader.script.clone());
+        if let crate::board::EnvLocation::File { file, .. } = &board.bootloader.env {
+            own.push(file.clone());
+            own.push(format!("{file}.redund"));
+        }
+        if let Some((n, _)) = o
+            .boot_files
+            .iter()
+            .find(|(n, _)| own.iter().any(|r| r.eq_ignore_ascii_case(n)))
+        {
+            return Err(Error::Usage(format!(
+                "--boot-file {n}: ferry writes that file on the boot partition itself"
+            )));
+        }
         match boot_part {
             Some(bp) => {
                 let text = board

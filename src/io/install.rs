@@ -301,38 +301,13 @@ impl PayloadSink for SlotSink<'_> {
 // decoded chunks arrive aligned for O_DIRECT
 const _: () = assert!(crate::bundle::reader::OUT_ALIGN % super::disk::DIRECT_ALIGN == 0);
 
-/// Hash `len` bytes at `off` as the device returns them, not the page
-/// cache (the range was synced): O_DIRECT into an aligned buffer where the
-/// range and the file system allow it, so there is no copy out of the cache
-/// and no readahead past the window.
-fn hash_range(
-    disk: &Disk,
-    direct: Option<&std::fs::File>,
-    off: u64,
-    len: u64,
-    h: &mut Sha256,
-    buf: &mut AlignedBuf,
-) -> Result<(), Error> {
-    let cap = buf.capacity();
-    let mut pos = 0u64;
-    while pos < len {
-        let n = ((len - pos) as usize).min(cap);
-        buf.set_len(n);
-        super::disk::read_device(disk.file(), direct, buf.as_mut_slice(), off + pos)
-            .map_err(|e| Error::io("read back", &disk.path, e))?;
-        h.update(buf.as_slice());
-        pos += n as u64;
-    }
-    Ok(())
-}
-
-/// SHA-256 of `len` bytes at `off`, read from the device.
+/// SHA-256 of `len` bytes at `off`, read from the device (not the page
+/// cache: O_DIRECT where the range and the file system allow it), by the
+/// same reader and hasher as an install's read-back.
 pub fn read_back(disk: &Disk, off: u64, len: u64) -> Result<Sha256Digest, Error> {
-    let mut h = Sha256::new();
-    let mut buf = AlignedBuf::new(1 << 20);
-    let direct = super::disk::open_direct(&disk.path, false);
-    hash_range(disk, direct.as_ref(), off, len, &mut h, &mut buf)?;
-    Ok(Sha256Digest(h.finalize().into()))
+    let r = ReadBack::start(disk, off);
+    r.send(0, len);
+    r.finish()
 }
 
 /// A bundle's bytes from any offset: a file, a block device, a URL. The

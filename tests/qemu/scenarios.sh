@@ -244,16 +244,18 @@ seen() {
   n=$(tr -d '\r' < "$LOGS/$CUR.log" | sed 's/\x1b\[[0-9;]*[a-zA-Z]//g' | grep -cE -- "$2" || true)
   [[ $n -eq $1 ]] || err "/$2/ seen $n times, expected $1"
 }
-# byte offset of partition 1 (boot, FAT) in the scenario's disk, from the GPT
-bootpart() {
-  python3 - "$W/$CUR.img" <<'PY'
+# partoff [N]: byte offset of partition N (default 1: boot, FAT) in the scenario's disk, from the GPT
+partoff() {
+  python3 - "$W/$CUR.img" "${1:-1}" <<'PY'
 import struct, sys
 with open(sys.argv[1], "rb") as f:
     f.seek(512); hdr = f.read(92)             # GPT header (LBA 1)
-    f.seek(struct.unpack_from("<Q", hdr, 72)[0] * 512)
-    print(struct.unpack_from("<Q", f.read(128), 32)[0] * 512)  # partition 1 first LBA
+    size = struct.unpack_from("<I", hdr, 84)[0]  # size of a partition entry
+    f.seek(struct.unpack_from("<Q", hdr, 72)[0] * 512 + (int(sys.argv[2]) - 1) * size)
+    print(struct.unpack_from("<Q", f.read(128), 32)[0] * 512)  # its first LBA
 PY
 }
+bootpart() { partoff 1; }
 # uenv NAME=VALUE... : U-Boot variables in uboot.env (and uboot.env.redund, if there) on the
 # scenario's disk after QEMU ended, read with fw_printenv; VALUE "" = absent or empty.
 # A copy with a bad CRC is an error only with UENV_BAD_OK unset.
@@ -454,7 +456,7 @@ s9() { # arming window: cut after arming, then another install cut mid-write: A 
 s10() { # the raspberry-pi-4 image on QEMU's raspi3b: boot A, install 1.1.0, trial B, commit
   # raspi3b's USB (dwc2) drops QEMU's usb-net here, and the model has no other network:
   # the image's one interface is a dummy (k3s and the health gate need "net" up)
-  local P=$B/pi o v off doff
+  local P=$B/pi o v off
   mkdir -p "$P"
   sed -e 's|^board = .*|board = "raspberry-pi-4"|' -e 's|^disk = .*|disk = "/dev/ferry/disk"|' \
     "$B/ferry.toml" > "$P/ferry.toml"
@@ -472,12 +474,13 @@ s10() { # the raspberry-pi-4 image on QEMU's raspi3b: boot A, install 1.1.0, tri
   truncate -s 4G "$W/$CUR.img"
   : > "$LOGS/$CUR.log"
   # the update on the data partition (the raspi3b model has no second disk and no network)
-  doff=$(sfdisk -J "$W/$CUR.img" | python3 -c 'import json,sys; t=json.load(sys.stdin)["partitiontable"]; print(next(p["start"] for p in t["partitions"] if p.get("name")=="data")*t["sectorsize"])')
-  debugfs -w -R "write $P/v1.1.0/raspberry-pi-4-1.1.0.ferry update.ferry" "$W/$CUR.img?offset=$doff" >/dev/null 2>&1 ||
+  # (partition 8 is data, board/raspberry-pi-4.toml)
+  debugfs -w -R "write $P/v1.1.0/raspberry-pi-4-1.1.0.ferry update.ferry" "$W/$CUR.img?offset=$(partoff 8)" >/dev/null 2>&1 ||
     err "debugfs could not put the bundle on the data partition"
   # U-Boot and the board's device tree as the firmware would hand them over
-  mcopy -n -o -i "$W/$CUR.img@@$(bootpart)" ::/u-boot.bin "$P/u-boot.bin"
-  mcopy -n -o -i "$W/$CUR.img@@$(bootpart)" ::/bcm2837-rpi-3-b.dtb "$P/rpi3.dtb"
+  off=$(bootpart)
+  mcopy -n -o -i "$W/$CUR.img@@$off" ::/u-boot.bin "$P/u-boot.bin"
+  mcopy -n -o -i "$W/$CUR.img@@$off" ::/bcm2837-rpi-3-b.dtb "$P/rpi3.dtb"
   at_shell 'ferry install /data/update.ferry'
   S+=('expect:ferry: trial slot B: 2 tries left' 'expect:FERRY-TEST: booted slot=b')
   S+=("expect:^FERRY-TEST: status " "expect:$PROMPT" kill)
@@ -500,7 +503,6 @@ s10() { # the raspberry-pi-4 image on QEMU's raspi3b: boot A, install 1.1.0, tri
   status -1 booted=b state=idle slots.b.status=good slots.b.version=1.1.0 'boot.order=["b","a"]' \
     boot.trial=null last.result=committed
   # the boot state as fw_printenv reads it: B committed, no trial
-  off=$(bootpart)
   mcopy -n -o -i "$W/$CUR.img@@$off" ::/ferry.env "$W/env.bin" 2>/dev/null || err "no ferry.env"
   echo "$W/env.bin 0x0 0x4000" > "$W/fw_env.config"
   v=$(fw_printenv -c "$W/fw_env.config" -n BOOT_ORDER 2>/dev/null || true)
